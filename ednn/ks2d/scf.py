@@ -1,0 +1,301 @@
+"""Self-consistent field for spin-unpolarised 2D Kohn–Sham electrons in an external potential.
+
+Energies are in Hartree, lengths in bohr. The total energy of the output density and
+orbitals of each iteration is
+
+    E = T_s[φ] + ∫ v_ext n + E_H[n] + E_x^loc[n] + E_c[n] + α E_x^Fock[φ],
+
+with ``T_s = Σ_i f_i ⟨φ_i|-½∇²|φ_i⟩`` evaluated spectrally. The loop is
+
+1. ``v_eff = v_ext + v_H[n_in] + v_xc[n_in]`` (plus ``α K`` in ACE form for a hybrid, built
+   from the previous iteration's orbitals);
+2. the lowest ``k = ⌈N/2⌉ + extra`` eigenpairs by LOBPCG, warm-started from the previous
+   orbitals (:mod:`ednn.ks2d.eigensolver`);
+3. occupations (:mod:`ednn.ks2d.occupations`) and ``n_out = Σ f_i φ_i²``;
+4. stop when ``|ΔE| < energy_tol`` and ``∫|n_out - n_in| < density_tol`` and the occupied
+   eigen-residuals are below ``residual_tol``; otherwise Pulay-mix (:mod:`ednn.ks2d.mixing`).
+
+The first ``n_in`` is the density of the independent-electron problem in ``v_ext``.
+A run that does not meet the tolerances in ``max_iter`` iterations raises
+:class:`SCFNotConverged`, which carries its history.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ednn.ks2d import _validation as check
+from ednn.ks2d.eigensolver import Eigenpairs, lowest_eigenpairs
+from ednn.ks2d.exchange import CompressedExchange, exact_exchange_energy
+from ednn.ks2d.grid import Grid
+from ednn.ks2d.hartree import Coulomb
+from ednn.ks2d.mixing import PulayMixer
+from ednn.ks2d.occupations import occupations as occupy
+from ednn.ks2d.result import KSResult
+from ednn.ks2d.xc import Functional
+
+
+class KSFailure(RuntimeError):
+    """A Kohn–Sham calculation that produced no usable result (a dataset skips it)."""
+
+
+class SCFNotConverged(KSFailure):
+    """The SCF loop missed its tolerances within ``max_iter`` iterations.
+
+    Attributes
+    ----------
+    history : list of dict
+        Per iteration: ``e_total``, ``energy_change``, ``density_residual``, ``eigen_residual``.
+    """
+
+    def __init__(self, message: str, history: list[dict]) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+class DensityNotConfined(KSFailure):
+    """The density does not vanish at the edges of the box (box too small or state unbound)."""
+
+
+def _density(orbitals: np.ndarray, occ: np.ndarray) -> np.ndarray:
+    return np.einsum("i,ixy->xy", occ, orbitals**2)
+
+
+def _edge(density: np.ndarray) -> float:
+    return float(
+        max(
+            np.abs(density[0]).max(),
+            np.abs(density[-1]).max(),
+            np.abs(density[:, 0]).max(),
+            np.abs(density[:, -1]).max(),
+        )
+    )
+
+
+def solve(
+    v_ext: np.ndarray,
+    n_electrons: int,
+    grid: Grid,
+    functional: str | Functional | None = "lda",
+    *,
+    smearing: float = 0.0,
+    extra_states: int = 4,
+    energy_tol: float = 1e-7,
+    density_tol: float = 1e-5,
+    residual_tol: float = 1e-5,
+    max_iter: int = 100,
+    mixing: float = 0.5,
+    history: int = 8,
+    correction: str = "zeta2",
+    max_edge_density: float | None = None,
+    keep_orbitals: bool = True,
+) -> KSResult:
+    """Solve the spin-unpolarised 2D Kohn–Sham equations self-consistently.
+
+    Parameters
+    ----------
+    v_ext : ndarray, shape (n, n)
+        External potential in Hartree on ``grid``.
+    n_electrons : int
+        Number of electrons ``N`` (>= 1; closed shells are even).
+    grid : Grid
+        Real-space grid; the box must be large enough for the density to vanish at its edges.
+    functional : {"lda", "gga", "hybrid"}, Functional or None
+        Exchange–correlation functional (:class:`ednn.ks2d.xc.Functional`); ``None`` for
+        independent electrons (no Hartree, no xc: one diagonalisation).
+    smearing : float
+        Fermi–Dirac ``kT`` in Hartree; 0 for aufbau with degenerate shells shared equally.
+    extra_states : int
+        Empty levels computed above ``⌈N/2⌉`` (to locate shells and for LOBPCG robustness).
+    energy_tol : float
+        Convergence threshold on ``|ΔE_total|`` between iterations (Hartree).
+    density_tol : float
+        Convergence threshold on ``∫ |n_out - n_in| d²r`` (electrons).
+    residual_tol : float
+        Threshold on the occupied eigen-residuals ``‖Hφ - εφ‖`` (Hartree).
+    max_iter : int
+        Maximum SCF iterations.
+    mixing : float
+        Pulay linear-mixing weight ``β``.
+    history : int
+        Pulay history length.
+    correction : {"zeta2", "zeta", "pixel"}
+        Coulomb self-cell quadrature (:func:`ednn.ks2d.hartree.coulomb_kernel`).
+    max_edge_density : float, optional
+        If given, raise :class:`DensityNotConfined` when the converged density exceeds it
+        (bohr⁻²) on the outermost grid row or column.
+    keep_orbitals : bool
+        Keep the orbitals in the result.
+
+    Returns
+    -------
+    KSResult
+
+    Raises
+    ------
+    SCFNotConverged
+        If the tolerances are not met within ``max_iter`` iterations.
+    DensityNotConfined
+        See ``max_edge_density``.
+
+    Example
+    -------
+    >>> grid = Grid(48, 16.0)
+    >>> X, Y = grid.coordinates()
+    >>> result = solve(0.5 * (X**2 + Y**2), 2, grid, "lda")
+    >>> round(float(grid.integrate(result.density)), 6)
+    2.0
+    """
+    start = time.perf_counter()
+    v_ext = check.field(v_ext, "v_ext", grid.shape)
+    n_electrons = check.integer(n_electrons, "n_electrons", minimum=1)
+    extra_states = check.integer(extra_states, "extra_states", minimum=1)
+    max_iter = check.integer(max_iter, "max_iter", minimum=1)
+    if functional is not None and not isinstance(functional, Functional):
+        functional = Functional(functional)
+    k = math.ceil(n_electrons / 2) + extra_states
+    if k > grid.n * grid.n // 4:
+        raise ValueError(
+            f"expected far fewer states than grid points; use a finer grid. "
+            f"Received: n_electrons={n_electrons}, grid.n={grid.n}"
+        )
+
+    eig = lowest_eigenpairs(grid, v_ext, k, tol=0.1 * residual_tol)
+    occ, entropy = occupy(eig.values, n_electrons, smearing)
+    if functional is None:
+        energies = {"t_s": _kinetic(grid, eig, occ), "e_ext": 0.0, "e_hartree": 0.0}
+        n_out = _density(eig.orbitals, occ)
+        energies["e_ext"] = float(grid.integrate(v_ext * n_out))
+        return _result(
+            grid, n_electrons, "none", 0.0, v_ext, n_out, eig, occ, entropy,
+            {**energies, "e_x": 0.0, "e_c": 0.0}, 1, 0.0, 0.0, start, keep_orbitals,
+            max_edge_density,
+        )  # fmt: skip
+
+    coulomb = Coulomb(grid, correction)
+    alpha = functional.exact_exchange
+    mixer = PulayMixer(beta=mixing, history=history, area_element=grid.area_element)
+    n_in = _density(eig.orbitals, occ)
+    e_previous = np.inf
+    records: list[dict] = []
+    for iteration in range(1, max_iter + 1):
+        v_hartree = coulomb.potential(n_in)
+        local = functional.local_terms(n_in, grid)
+        nonlocal_op = CompressedExchange(eig.orbitals, occ, coulomb, alpha) if alpha else None
+        eig = lowest_eigenpairs(
+            grid,
+            v_ext + v_hartree + local.potential,
+            k,
+            guess=eig.orbitals,
+            nonlocal_op=nonlocal_op,
+            tol=0.1 * residual_tol,
+            maxiter=100,
+        )
+        occ, entropy = occupy(eig.values, n_electrons, smearing)
+        n_out = _density(eig.orbitals, occ)
+        energies = _energies(grid, functional, coulomb, v_ext, n_out, eig, occ)
+        e_total = sum(energies.values())
+        record = {
+            "e_total": e_total,
+            "energy_change": abs(e_total - e_previous),
+            "density_residual": float(grid.integrate(np.abs(n_out - n_in))),
+            "eigen_residual": float(np.max(eig.residuals[occ > 0])),
+        }
+        records.append(record)
+        if (
+            record["energy_change"] < energy_tol
+            and record["density_residual"] < density_tol
+            and record["eigen_residual"] < residual_tol
+        ):
+            return _result(
+                grid, n_electrons, functional.name, alpha, v_ext, n_out, eig, occ, entropy,
+                energies, iteration, record["energy_change"], record["density_residual"],
+                start, keep_orbitals, max_edge_density,
+            )  # fmt: skip
+        e_previous = e_total
+        n_in = mixer(n_in, n_out)
+    last = records[-1]
+    raise SCFNotConverged(
+        f"expected |ΔE| < {energy_tol:g} Ha, ∫|Δn| < {density_tol:g} and eigen-residual < "
+        f"{residual_tol:g} within max_iter={max_iter} iterations. Received: "
+        f"|ΔE|={last['energy_change']:.3g}, ∫|Δn|={last['density_residual']:.3g}, "
+        f"residual={last['eigen_residual']:.3g} after {max_iter} iterations",
+        records,
+    )
+
+
+def _kinetic(grid: Grid, eig: Eigenpairs, occ: np.ndarray) -> float:
+    per_orbital = grid.integrate(eig.orbitals * grid.kinetic(eig.orbitals))
+    return float(np.sum(occ * per_orbital))
+
+
+def _energies(
+    grid: Grid,
+    functional: Functional,
+    coulomb: Coulomb,
+    v_ext: np.ndarray,
+    density: np.ndarray,
+    eig: Eigenpairs,
+    occ: np.ndarray,
+) -> dict[str, float]:
+    local = functional.local_terms(density, grid)
+    e_x = local.e_x
+    if functional.exact_exchange:
+        e_x += functional.exact_exchange * exact_exchange_energy(eig.orbitals, occ, coulomb)
+    return {
+        "t_s": _kinetic(grid, eig, occ),
+        "e_ext": float(grid.integrate(v_ext * density)),
+        "e_hartree": float(coulomb.energy(density)),
+        "e_x": e_x,
+        "e_c": local.e_c,
+    }
+
+
+def _result(
+    grid: Grid,
+    n_electrons: int,
+    name: str,
+    alpha: float,
+    v_ext: np.ndarray,
+    density: np.ndarray,
+    eig: Eigenpairs,
+    occ: np.ndarray,
+    entropy: float,
+    energies: dict[str, float],
+    iterations: int,
+    energy_change: float,
+    density_residual: float,
+    start: float,
+    keep_orbitals: bool,
+    max_edge_density: float | None,
+) -> KSResult:
+    edge = _edge(density)
+    if max_edge_density is not None and edge > max_edge_density:
+        raise DensityNotConfined(
+            f"expected the density to vanish at the box edges (below {max_edge_density:g} "
+            f"bohr⁻²); enlarge the box or deepen the well. Received: edge density={edge:.3g}"
+        )
+    return KSResult(
+        n=grid.n,
+        box=grid.box,
+        n_electrons=n_electrons,
+        functional=name,
+        exact_exchange=alpha,
+        v_ext=v_ext,
+        density=density,
+        eigenvalues=eig.values,
+        occupations=occ,
+        entropy_term=entropy,
+        e_total=float(sum(energies.values())),
+        iterations=iterations,
+        energy_change=energy_change,
+        density_residual=density_residual,
+        eigen_residual=float(np.max(eig.residuals[occ > 0])),
+        edge_density=edge,
+        wall_time=time.perf_counter() - start,
+        orbitals=eig.orbitals if keep_orbitals else None,
+        **energies,
+    )

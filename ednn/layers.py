@@ -1,0 +1,241 @@
+"""Keras layers that cut images into focus/context tiles and sum the tiles' outputs.
+
+An EDNN reads an image of shape ``(B, H, W, C)`` as a grid of ``nH x nW`` focus regions
+(``nH = H // focus[0]``, ``nW = W // focus[1]``).  Each tile is its focus region plus
+``context`` pixels on every side, so it has shape ``(T0, T1, C)`` with
+``T = focus + 2 * context``.  One shared network maps every tile to ``n_targets`` values and
+the structure's extensive quantity is the sum over tiles.
+
+The tiling here is the in-graph twin of :func:`tiling.extract_tiles` (same tile order and
+padding) and has no weights.  TensorFlow ops are used directly because the gathers must
+accept images whose height and width are only known at run time.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ednn._validation import as_int_pair
+
+BOUNDARIES = ("periodic", "zero")
+
+
+def _as_context_pair(value) -> tuple[int, int]:
+    # Like `as_int_pair`, but a context may be 0.
+    pair = (value, value) if not isinstance(value, Sequence | np.ndarray) else tuple(value)
+    if len(pair) != 2 or not all(
+        isinstance(item, numbers.Integral) and not isinstance(item, bool) for item in pair
+    ):
+        raise TypeError(
+            "`context` must be a non-negative int or a pair of them (one per image axis). "
+            f"Received: context={value!r}."
+        )
+    if min(pair) < 0:
+        raise ValueError(
+            f"`context` must be >= 0 along each axis (pixels). Received: context={value!r}."
+        )
+    return (int(pair[0]), int(pair[1]))
+
+
+@keras.saving.register_keras_serializable(package="ednn")
+class ExtractTiles(keras.layers.Layer):
+    """Cuts a batch of images into overlapping focus/context tiles.
+
+    Tile ``(i, j)`` of an image covers rows ``i * focus[0] - context[0]`` to
+    ``(i + 1) * focus[0] + context[0]`` (exclusive) and the matching columns, read from the
+    image extended periodically (``boundary="periodic"``, wrapping as many times as needed
+    when the context is larger than the image) or with zeros (``boundary="zero"``).  Tiles
+    are returned image by image, each image's tiles in row-major order, exactly as
+    :func:`tiling.extract_tiles` orders them.
+
+    The height and width may be unknown until run time.  They must be whole multiples of
+    ``focus``: a ``ValueError`` is raised when the sizes are static and an
+    ``InvalidArgumentError`` naming both sizes at run time otherwise (XLA-compiled functions
+    drop run-time assertions, so check sizes in the data pipeline when using XLA).
+
+    Args:
+        focus: Size in pixels of the focus region of each tile, an int or a pair
+            ``(height, width)``; at least 1.
+        context: Pixels of context added on each side of the focus region, an int or a pair;
+            at least 0.
+        boundary: How the image is extended beyond its edges: `"periodic"` (a periodic cell)
+            or `"zero"` (an isolated structure in vacuum).
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Input shape:
+        `(batch, height, width, channels)`.
+
+    Output shape:
+        `(batch * n_tiles, focus[0] + 2 * context[0], focus[1] + 2 * context[1], channels)`
+        with `n_tiles = (height // focus[0]) * (width // focus[1])`.
+
+    Example:
+
+    >>> layer = ExtractTiles(focus=4, context=2)
+    >>> layer(np.zeros((3, 8, 12, 2), "float32")).shape
+    TensorShape([18, 8, 8, 2])
+    """
+
+    def __init__(
+        self,
+        focus: int | Sequence[int],
+        context: int | Sequence[int],
+        boundary: str = "periodic",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.focus = as_int_pair(focus, "focus")
+        self.context = _as_context_pair(context)
+        if boundary not in BOUNDARIES:
+            raise ValueError(
+                f"`boundary` must be one of {BOUNDARIES}. Received: boundary={boundary!r}"
+            )
+        self.boundary = boundary
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """Spatial shape `(T0, T1)` of a tile in pixels: focus plus context on both sides."""
+        return tuple(f + 2 * c for f, c in zip(self.focus, self.context, strict=True))
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "`ExtractTiles` expected images of shape (batch, height, width, channels). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self._check_static_sizes(input_shape)
+
+    def call(self, images):
+        images = tf.convert_to_tensor(images)
+        self._check_static_sizes(images.shape)
+        with tf.control_dependencies(self._size_assertions(images)):
+            shape = tf.shape(images)
+        (n_h, n_w) = tf.unstack(self.grid_shape(images))
+        rows = self._source_indices(shape[1], axis=0)
+        cols = self._source_indices(shape[2], axis=1)
+        if self.boundary == "zero":
+            (c0, c1) = self.context
+            images = tf.pad(images, [[0, 0], [c0, c0], [c1, c1], [0, 0]])
+        tiles = tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
+        (t0, t1) = self.tile_shape
+        channels = images.shape[-1] if images.shape[-1] is not None else shape[3]
+        tiles = tf.reshape(tiles, [-1, n_h, t0, n_w, t1, channels])
+        tiles = tf.transpose(tiles, [0, 1, 3, 2, 4, 5])
+        return tf.reshape(tiles, [-1, t0, t1, channels])
+
+    def grid_shape(self, images) -> tf.Tensor:
+        """Returns the tile grid `[nH, nW]` of `images` as an int32 tensor of shape `(2,)`."""
+        shape = tf.shape(images)
+        return tf.stack([shape[1] // self.focus[0], shape[2] // self.focus[1]])
+
+    def compute_output_shape(self, input_shape):
+        (batch, height, width, channels) = input_shape
+        sizes = (batch, height, width)
+        n_tiles = None
+        if all(size is not None for size in sizes):
+            n_tiles = batch * (height // self.focus[0]) * (width // self.focus[1])
+        return (n_tiles, *self.tile_shape, channels)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "focus": list(self.focus),
+            "context": list(self.context),
+            "boundary": self.boundary,
+        }
+
+    def _source_indices(self, size: tf.Tensor, axis: int) -> tf.Tensor:
+        # Row (or column) of the source image read by each pixel of each tile, tile by
+        # tile: shape (n * T,).  Periodic images read modulo the size, which wraps as many
+        # times as the context needs; zero-padded images are read after padding.
+        focus = self.focus[axis]
+        n_tiles = size // focus
+        starts = tf.range(n_tiles) * focus
+        offsets = tf.range(self.tile_shape[axis])
+        indices = tf.reshape(starts[:, None] + offsets[None, :], [-1])
+        if self.boundary == "periodic":
+            indices = tf.math.floormod(indices - self.context[axis], size)
+        return indices
+
+    def _check_static_sizes(self, shape) -> None:
+        for axis in (0, 1):
+            size = shape[axis + 1]
+            if size is not None and size % self.focus[axis] != 0:
+                raise ValueError(
+                    f"`focus` must divide the image size {size} along axis {axis}. "
+                    f"Received: focus={self.focus}."
+                )
+
+    def _size_assertions(self, images) -> list:
+        assertions = []
+        for axis in (0, 1):
+            if images.shape[axis + 1] is not None:
+                continue
+            size = tf.shape(images)[axis + 1]
+            message = tf.strings.format(
+                "`focus` must divide the image size {} along axis {}. Received: focus={}.",
+                (size, axis, self.focus),
+            )
+            divides = tf.equal(size % self.focus[axis], 0)
+            assertions.append(tf.debugging.Assert(divides, [message]))
+        return assertions
+
+
+@keras.saving.register_keras_serializable(package="ednn")
+class SumTiles(keras.layers.Layer):
+    """Sums per-tile outputs into one extensive value per structure.
+
+    The tile outputs of a batch of equally sized images arrive flat, image by image and
+    each image's tiles in row-major order (the order of :class:`ExtractTiles`).  They are
+    reshaped to the tile grid and summed over it.
+
+    Args:
+        return_tile_map: Whether to also return the per-tile map of outputs, for example
+            the local energy in eV of each focus region.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Call arguments:
+        tile_values: Tensor of shape `(batch * nH * nW, n_targets)`.
+        grid_shape: The tile grid `(nH, nW)`: an int32 tensor, as given by
+            `ExtractTiles.grid_shape(images)`, or a pair of ints passed by keyword.
+
+    Returns:
+        The sums, of shape `(batch, n_targets)`, or the tuple `(sums, tile_map)` with
+        `tile_map` of shape `(batch, nH, nW, n_targets)` when `return_tile_map` is true.
+    """
+
+    def __init__(self, return_tile_map: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(return_tile_map, bool):
+            raise TypeError(
+                f"`return_tile_map` must be a bool. Received: return_tile_map={return_tile_map!r}"
+            )
+        self.return_tile_map = return_tile_map
+
+    def build(self, tile_values_shape):
+        if len(tile_values_shape) != 2 or tile_values_shape[-1] is None:
+            raise ValueError(
+                "`SumTiles` expected tile values of shape (n_tiles, n_targets) with a known "
+                f"n_targets. Received: tile_values_shape={tuple(tile_values_shape)}"
+            )
+
+    def call(self, tile_values, grid_shape):
+        (n_h, n_w) = tf.unstack(tf.cast(grid_shape, tf.int32))
+        n_targets = tile_values.shape[-1]
+        tile_map = tf.reshape(tile_values, [-1, n_h, n_w, n_targets])
+        sums = tf.reduce_sum(tile_map, axis=[1, 2])
+        return (sums, tile_map) if self.return_tile_map else sums
+
+    def compute_output_shape(self, tile_values_shape, grid_shape_shape=None):
+        sums_shape = (None, tile_values_shape[-1])
+        if self.return_tile_map:
+            return (sums_shape, (None, None, None, tile_values_shape[-1]))
+        return sums_shape
+
+    def get_config(self):
+        return {**super().get_config(), "return_tile_map": self.return_tile_map}
