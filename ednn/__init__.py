@@ -11,6 +11,42 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ednn import layers, model  # noqa: E402,F401  (registers Keras custom objects)
-
 __version__ = "0.1.0"
+
+# TensorFlow's C++ start-up notes (absl pre-init warning, oneDNN and CPU-feature notices)
+# go straight to file descriptor 2 and ignore TF_CPP_MIN_LOG_LEVEL.  They are not
+# actionable, so hide exactly those lines while TensorFlow loads and pass the rest through.
+_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "cpu_feature_guard",
+    "This TensorFlow binary is optimized",
+    "To enable the following instructions",
+)
+
+
+def _import_keras_layers() -> None:
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = _os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        from ednn import layers, model  # noqa: F401
+
+        return
+    with tempfile.TemporaryFile() as sink:
+        _os.dup2(sink.fileno(), 2)
+        try:
+            from ednn import layers, model  # noqa: F401  (registers Keras custom objects)
+        finally:
+            _os.dup2(saved, 2)
+            _os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                if not any(noise in line for noise in _NOISE):
+                    print(line, file=sys.stderr)
+
+
+_import_keras_layers()

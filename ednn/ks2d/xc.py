@@ -50,10 +50,13 @@ LDA_REFERENCE = {"GGA_X_2D_B88": "LDA_X_2D", "GGA_X_2D_B86": "LDA_X_2D", "GGA_X_
 DEFAULT_HYBRID_FRACTION = 0.25
 
 #: Densities (bohr⁻²) between which a GGA is switched over to its LDA, smoothly in log n.
-#: Far in the tails the spectral ``∇n/n`` is rounding noise, and B88's potential of that
-#: noise made spikes of -80 Ha at n ~ 1e-15 that trapped orbitals; the density below
-#: 1e-7 bohr⁻² changes energies by < 1e-9 Ha.
-GGA_TAIL_WINDOW = (1e-9, 1e-7)
+#: In the tails B88's ``vsigma`` grows like a power of 1/n, and the spectral divergence of
+#: ``vsigma ∇n`` rang into spikes of -20 to -80 Ha at n ~ 1e-9 to 1e-15 that trapped
+#: orbitals. With the window at (1e-9, 1e-7) or (1e-8, 1e-6) the SCF diverged; at
+#: (1e-7, 1e-5) it stalled at ∫|Δn| ~ 5e-5; at (1e-6, 1e-4) it converges in ~10
+#: iterations. The window is part of the functional's definition (fixed, not relative to
+#: the system) and moves E_x by ~1e-5 Ha against (1e-7, 1e-5) for N = 2..8 in an SHO.
+GGA_TAIL_WINDOW = (1e-6, 1e-4)
 
 
 @dataclass(frozen=True)

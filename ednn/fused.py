@@ -1,0 +1,389 @@
+"""Fused evaluation: the tile network run once over the whole image instead of tile by tile.
+
+Neighbouring tiles share their context, so plain tiling computes every convolution of a
+context pixel again in each tile that holds it: ``(focus + 2 context)² / focus²`` times the
+work of one pass, 9x for a 48-pixel tile with a 16-pixel focus.  For a tile network that is a
+plain stack of
+
+* convolutions and poolings with ``padding="valid"`` (the "trunk"),
+* element-wise layers (activations, ``Dense`` on the channel axis, ``LayerNormalization`` over
+  channels, ``Dropout``) anywhere,
+* then ``Flatten`` + ``Dense`` (or a global pooling) and more ``Dense`` layers (the "head"),
+
+the same numbers come out of one pass of the trunk over the image padded by the context
+(periodically or with zeros), followed by the head as convolutions: ``Flatten`` + the first
+``Dense`` is a convolution whose kernel is the tile's final feature map ``(K0, K1)`` (the
+``Dense`` kernel reshaped to ``(K0, K1, C, units)``: Keras flattens row-major ``(h, w, c)``)
+with stride ``focus / S`` (``S`` the trunk's total stride), and the later ``Dense`` layers act
+on the channel axis of the resulting ``(nH, nW)`` map of focus regions.  This is exact (up to
+float summation order) when ``S`` divides the focus: the tile of focus region ``(i, j)`` then
+starts on the trunk's output grid of every layer.  The fused pass uses the very variables of
+the tile network (no copies), so it is differentiable and trains the tile network.
+
+:func:`can_fuse` says whether a network qualifies and why not; :class:`FusedTileNetwork` runs
+it.  :class:`ednn.model.EDNN` uses it by default where it can (``evaluation="auto"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ednn._validation import as_int_pair
+from ednn.layers import BOUNDARIES, _as_context_pair
+
+__all__ = [
+    "DEFAULT_ARCHITECTURE",
+    "FusedTileNetwork",
+    "NotFusableError",
+    "apply_energy_affine",
+    "can_fuse",
+    "pad_context",
+]
+
+#: The proposed default model for graphene/h-BN/BC sheets, in the form the training config can
+#: pass on: ``build_ednn(focus, context, n_channels, **tile_network)`` with a
+#: ``RasterSpec(**raster, multiple_of=focus)``.  Every convolution is "valid" and the total
+#: stride 4 divides the 16-pixel focus, so the network fuses.  4 Å of focus plus 4 Å of context
+#: on each side gives each focus region a 12 Å x 12 Å field of view (the Tersoff/xTB
+#: interactions of interest reach 2-5 Å).  See experiments/architecture_speed.py and
+#: docs/giant_sheets.md for the speed of this and the alternatives.
+DEFAULT_ARCHITECTURE: dict[str, Any] = {
+    "raster": {
+        "species": ["C", "B", "N"],
+        "spacing": 0.25,
+        "sigma": 0.3,
+        "height_channel": True,
+    },
+    "focus": 16,
+    "context": 16,
+    "boundary": "periodic",
+    "tile_network": {
+        "conv_layers": [
+            [32, 4, 2, 1],
+            [64, 3, 2, 1],
+            [64, 3, 1, 2],
+            [32, 3, 1, 1],
+        ],
+        "dense_units": [256, 64],
+        "activation": "relu",
+        "padding": "valid",
+    },
+}
+
+
+class NotFusableError(ValueError):
+    """A tile network cannot be evaluated fused; the message says which layer and why."""
+
+
+# Layers that act on each pixel (the last axis) alone, so that they commute with tiling.
+_ELEMENTWISE = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Identity,
+    keras.layers.Dropout,
+)
+# Activations that couple the values along an axis: not per pixel once flattened.
+_ALONG_AXIS = ("softmax", "log_softmax")
+_POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+_GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
+def pad_context(images, context: int | Sequence[int], boundary: str = "periodic") -> tf.Tensor:
+    """Pads a batch of images by the context on every side, as tiling sees them.
+
+    Args:
+        images: Images of shape `(batch, H, W, C)`.
+        context: Pixels added on each side, an int or a pair `(rows, cols)`.
+        boundary: `"periodic"` (wrapped, as many times as needed when the context exceeds
+            the image) or `"zero"`.
+
+    Returns:
+        The padded images, `(batch, H + 2 context[0], W + 2 context[1], C)`.
+    """
+    context = _as_context_pair(context)
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"`boundary` must be one of {BOUNDARIES}. Received: boundary={boundary!r}")
+    images = tf.convert_to_tensor(images)
+    (c0, c1) = context
+    if boundary == "zero":
+        return tf.pad(images, [[0, 0], [c0, c0], [c1, c1], [0, 0]])
+    shape = tf.shape(images)
+    for axis, c in ((1, c0), (2, c1)):
+        if c:
+            size = shape[axis]
+            index = tf.math.floormod(tf.range(-c, size + c), size)
+            images = tf.gather(images, index, axis=axis)
+    return images
+
+
+def apply_energy_affine(values, scale, shift):
+    """`values * scale + shift` with an EDNN's `energy_scale` and `energy_shift_per_tile`.
+
+    Skips the multiplication by 1 and the addition of 0 so that the fused and the tiled
+    evaluations round alike.
+    """
+    if scale != 1.0:
+        values = values * tf.constant(scale, values.dtype)
+    if shift != 0.0:
+        values = values + tf.constant(shift, values.dtype)
+    return values
+
+
+def _chain(tile_network) -> list:
+    """The layers of a linear stack in order, or NotFusableError."""
+    if isinstance(tile_network, keras.Sequential):
+        return list(tile_network.layers)
+    if not isinstance(tile_network, keras.Model) or not hasattr(tile_network, "_inbound_nodes"):
+        raise NotFusableError(
+            f"the tile network is a {type(tile_network).__name__}, not a Sequential or "
+            "functional Keras model"
+        )
+    layers = [
+        layer for layer in tile_network.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    previous = None
+    for layer in layers:
+        nodes = getattr(layer, "_inbound_nodes", [])
+        inputs = [t for node in nodes for t in node.input_tensors] if len(nodes) == 1 else []
+        sources = [t._keras_history.operation for t in inputs]
+        expected_ok = len(sources) == 1 and (
+            isinstance(sources[0], keras.layers.InputLayer)
+            if previous is None
+            else sources[0] is previous
+        )
+        if not expected_ok:
+            raise NotFusableError(
+                f"layer {layer.name!r} is not fed by the layer before it alone: the tile "
+                "network is not a simple stack of layers"
+            )
+        previous = layer
+    outputs = getattr(tile_network, "outputs", None) or []
+    if len(outputs) != 1 or outputs[0]._keras_history.operation is not previous:
+        raise NotFusableError("the tile network's output is not its last layer's output")
+    return layers
+
+
+def _pair(value) -> tuple[int, int]:
+    return as_int_pair(tuple(value) if isinstance(value, Sequence) else value, "size")
+
+
+class FusedTileNetwork:
+    """Runs a tile network over a whole (padded) image at once; see the module docstring.
+
+    Args:
+        tile_network: The EDNN's tile network (a Keras Sequential or a functional model that
+            is a linear stack of layers).
+        focus: Focus region in pixels, an int or a pair.
+        context: Context in pixels on each side, an int or a pair.
+        boundary: `"periodic"` or `"zero"`, for :meth:`__call__`.
+
+    Raises:
+        NotFusableError: (a `ValueError`) naming the layer that prevents fusion and why.
+
+    Call arguments (:meth:`__call__`):
+        images: `(batch, H, W, C)` with H and W multiples of the focus.
+        training: Passed to the layers.
+
+    Returns:
+        The raw tile-network outputs per focus region, `(batch, H // f0, W // f1, n_targets)`,
+        the same numbers as the tile network applied to each tile (before an EDNN's energy
+        scale and shift).
+    """
+
+    def __init__(self, tile_network, focus, context, boundary: str = "periodic"):
+        self.tile_network = tile_network
+        self.focus = as_int_pair(focus, "focus")
+        self.context = _as_context_pair(context)
+        if boundary not in BOUNDARIES:
+            raise ValueError(
+                f"`boundary` must be one of {BOUNDARIES}. Received: boundary={boundary!r}"
+            )
+        self.boundary = boundary
+        self.tile_shape = tuple(f + 2 * c for f, c in zip(self.focus, self.context, strict=True))
+        self._plan()
+
+    def _plan(self) -> None:
+        # Walk the stack tracking the tile's spatial size and the total stride, and record the
+        # steps of the fused pass: ("layer", layer) runs the layer as it is on the big map;
+        # ("dense", layer, kernel_size, stride) runs Flatten + Dense as a convolution;
+        # ("pool", layer, kernel_size, stride) runs a global pooling as a strided pooling.
+        size = self.tile_shape
+        stride = (1, 1)
+        steps: list[tuple] = []
+        in_head = False  # past the Flatten or global pooling
+        flattened = False  # a Flatten waits for its Dense
+        for layer in _chain(self.tile_network):
+            kind = type(layer)
+            label = f"layer {layer.name!r} ({kind.__name__})"
+            if getattr(layer, "quantization_mode", None):
+                raise NotFusableError(f"{label} is quantized")
+            if not in_head and kind in (keras.layers.Conv2D, *_POOLING):
+                (size, strides) = _valid_window(layer, label, size)
+                stride = (stride[0] * strides[0], stride[1] * strides[1])
+                steps.append(("layer", layer))
+            elif not in_head and kind is keras.layers.Flatten:
+                in_head = flattened = True
+            elif not in_head and kind in _GLOBAL_POOLING:
+                if getattr(layer, "keepdims", False):
+                    raise NotFusableError(f"{label} has keepdims=True")
+                in_head = True
+                steps.append(("pool", layer, size, self._head_stride(stride, label)))
+            elif kind is keras.layers.Dense and flattened:
+                steps.append(("dense", layer, size, self._head_stride(stride, label)))
+                flattened = False
+            elif kind is keras.layers.Dense or (
+                kind in _ELEMENTWISE and _activation_name(layer) not in _ALONG_AXIS
+            ):
+                # Per-pixel layers commute with cropping tiles and with flattening.
+                steps.append(("layer", layer))
+            else:
+                raise NotFusableError(
+                    f"{label} is not one the fused evaluation handles: valid Conv2D and "
+                    "pooling, Flatten + Dense, global pooling, Dense and element-wise "
+                    "activations or Dropout"
+                )
+        if not in_head:
+            raise NotFusableError("the tile network has no Flatten or global pooling")
+        if flattened:
+            raise NotFusableError("the Flatten layer is not followed by a Dense layer")
+        self.total_stride = stride
+        self.final_size = size
+        self._steps = steps
+
+    def _head_stride(self, stride, label) -> tuple[int, int]:
+        for axis in (0, 1):
+            if self.focus[axis] % stride[axis]:
+                raise NotFusableError(
+                    f"the trunk before {label} has total stride {stride}, which must divide "
+                    f"the focus {self.focus} so that every tile starts on its output grid"
+                )
+        return (self.focus[0] // stride[0], self.focus[1] // stride[1])
+
+    def __call__(self, images, training=None) -> tf.Tensor:
+        images = tf.convert_to_tensor(images)
+        with tf.control_dependencies(self._size_checks(images)):
+            padded = pad_context(images, self.context, self.boundary)
+        return self.on_padded(padded, training)
+
+    def _size_checks(self, images) -> list:
+        # A size that the focus does not divide would silently drop the last partial region.
+        checks = []
+        for axis in (0, 1):
+            size = images.shape[axis + 1]
+            if size is not None:
+                if size % self.focus[axis]:
+                    raise ValueError(
+                        f"`focus` must divide the image size {size} along axis {axis}. "
+                        f"Received: focus={self.focus}."
+                    )
+                continue
+            size = tf.shape(images)[axis + 1]
+            message = tf.strings.format(
+                "`focus` must divide the image size {} along axis {}. Received: focus={}.",
+                (size, axis, self.focus),
+            )
+            checks.append(tf.debugging.Assert(tf.equal(size % self.focus[axis], 0), [message]))
+        return checks
+
+    def on_padded(self, padded, training=None) -> tf.Tensor:
+        """Outputs per focus region of images already padded by the context.
+
+        Args:
+            padded: `(batch, nH * f0 + 2 c0, nW * f1 + 2 c1, C)`, e.g. a band of a giant
+                sheet rasterized with its context halo.
+            training: Passed to the layers.
+
+        Returns:
+            `(batch, nH, nW, n_targets)`.
+        """
+        x = tf.convert_to_tensor(padded)
+        for step in self._steps:
+            if step[0] == "layer":
+                x = step[1](x, training=training)
+            elif step[0] == "dense":
+                x = _dense_as_conv(step[1], x, step[2], step[3])
+            else:
+                x = _global_pool_as_pool(step[1], x, step[2], step[3])
+        return x
+
+
+def _activation_name(layer) -> str:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", str(activation))
+
+
+def _valid_window(layer, label, size) -> tuple[tuple[int, int], tuple[int, int]]:
+    # Output size of a valid convolution or pooling on a tile of `size`, and its strides.
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise NotFusableError(f"{label} is not channels_last")
+    if layer.padding != "valid":
+        raise NotFusableError(
+            f'{label} has padding="{layer.padding}": only "valid" convolutions and poolings '
+            "see the same pixels in a tile and in the whole image"
+        )
+    if isinstance(layer, keras.layers.Conv2D):
+        dilation = _pair(layer.dilation_rate)
+        kernel = tuple(
+            (k - 1) * d + 1 for k, d in zip(_pair(layer.kernel_size), dilation, strict=True)
+        )
+    else:
+        kernel = _pair(layer.pool_size)
+    strides = _pair(layer.strides)
+    if any(n < k for n, k in zip(size, kernel, strict=True)):
+        raise NotFusableError(f"{label} needs more pixels than the tile has left")
+    return tuple((n - k) // s + 1 for n, k, s in zip(size, kernel, strides, strict=True)), strides
+
+
+def _dense_as_conv(dense, x, kernel_size, stride):
+    # Flatten orders (h, w, c) row-major, so the Dense kernel (K0*K1*C, units) reshapes to a
+    # (K0, K1, C, units) convolution kernel; `dense.kernel` is the variable itself (or its LoRA
+    # sum), so gradients reach the tile network's weights.
+    units = dense.units
+    kernel = tf.reshape(tf.cast(dense.kernel, x.dtype), (*kernel_size, x.shape[-1] or -1, units))
+    y = tf.nn.conv2d(x, kernel, strides=(1, *stride, 1), padding="VALID")
+    if dense.use_bias:
+        y = tf.nn.bias_add(y, tf.cast(dense.bias, y.dtype))
+    return dense.activation(y) if dense.activation is not None else y
+
+
+def _global_pool_as_pool(layer, x, kernel_size, stride):
+    pool = (
+        tf.nn.max_pool2d if isinstance(layer, keras.layers.GlobalMaxPooling2D) else tf.nn.avg_pool2d
+    )
+    return pool(x, ksize=kernel_size, strides=stride, padding="VALID")
+
+
+def can_fuse(tile_network, focus, context) -> tuple[bool, str]:
+    """Whether a tile network can be evaluated fused, and why (not).
+
+    Args:
+        tile_network: A Keras tile network.
+        focus: Focus region in pixels, an int or a pair.
+        context: Context in pixels on each side, an int or a pair.
+
+    Returns:
+        `(True, description)` or `(False, reason)`, e.g.
+        `(False, 'layer "conv0_0" (Conv2D) has padding="same": ...')`.
+
+    Example:
+
+    >>> can_fuse(net, focus=16, context=16)
+    (True, 'fusable: valid trunk of total stride (4, 4) divides the focus (16, 16); ...')
+    """
+    try:
+        fused = FusedTileNetwork(tile_network, focus, context)
+    except NotFusableError as error:
+        return (False, str(error))
+    work = math.prod(fused.tile_shape) / math.prod(fused.focus)
+    return (
+        True,
+        f"fusable: valid trunk of total stride {fused.total_stride} divides the focus "
+        f"{fused.focus}; tiling would redo the trunk ~{work:.1f}x",
+    )

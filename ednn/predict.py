@@ -1,0 +1,253 @@
+"""Energies of structures with a trained EDNN: the ``ednn energy`` command.
+
+A structure becomes an image of a whole number of focus regions; the model sums its tile
+outputs; the per-species reference energies stored with the model are added back on the
+atom counts.  Periodic cells whose lengths do not split into focus regions at the model's
+pixel size are evaluated as the smallest commensurate periodic supercell and divided by
+its multiplicity, which is exact for a periodic crystal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from ednn import cells
+from ednn.raster import RasterSpec, raster_layout, rasterize
+from ednn.structio import StructureFileError, read_frames
+
+#: Largest relative deviation of the effective pixel size from the model's, per axis.
+SPACING_TOLERANCE = 0.02
+#: Above this many atoms ``ednn energy`` evaluates band by band in bounded memory.
+STREAM_THRESHOLD = 50_000
+
+
+def default_model_path() -> Path:
+    """Path of the default model shipped inside the package."""
+    return Path(str(resources.files("ednn").joinpath("models", "default.keras")))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str):
+    from ednn.model import load_ednn
+
+    return load_ednn(path)
+
+
+def load_model(path: str | os.PathLike | None = None):
+    """Load an EDNN model (cached); the shipped default model when ``path`` is None."""
+    path = Path(path) if path is not None else default_model_path()
+    if not path.exists():
+        if path == default_model_path():
+            raise FileNotFoundError(
+                f"The default model is missing from the installation ({path}); reinstall "
+                "ednn or pass --model PATH"
+            )
+        raise FileNotFoundError(f"{path}: no such model file")
+    return _load(str(path.resolve()))
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Energy of one structure.
+
+    Attributes
+    ----------
+    energy : float
+        Total energy in eV (network sum plus reference energies).
+    n_atoms : int
+        Atoms of the structure as given.
+    tile_map : ndarray or None
+        Per-focus-region network energies (eV) of the evaluated image, shape (nH, nW).
+    supercell : tuple of int
+        Multiplicity of the evaluated image relative to the structure as given.
+    """
+
+    energy: float
+    n_atoms: int
+    tile_map: np.ndarray | None = None
+    supercell: int = 1
+
+    @property
+    def energy_per_atom(self) -> float:
+        return self.energy / self.n_atoms
+
+
+def _repeat_for(length: float, spacing: float, focus: int, tol: float, max_repeat: int = 16) -> int:
+    """Smallest repeat of a cell length that splits into whole focus regions within ``tol``."""
+    for k in range(1, max_repeat + 1):
+        n = max(focus, focus * round(k * length / (spacing * focus)))
+        if abs(k * length / n - spacing) <= tol * spacing:
+            return k
+    raise ValueError(
+        f"No periodic repeat up to {max_repeat} of the cell length {length:.4f} Å fits whole "
+        f"focus regions of {focus} px at {spacing} Å/px within {tol:.0%}"
+    )
+
+
+class Predictor:
+    """Evaluate structures with one model.
+
+    Parameters
+    ----------
+    model : EDNN
+        A trained model whose metadata carries ``raster`` settings and optionally
+        ``reference_energies`` (eV per atom by species).
+    """
+
+    def __init__(self, model) -> None:
+        meta = model.metadata
+        if "raster" not in meta:
+            raise ValueError("the model carries no `raster` settings in its metadata")
+        focus = tuple(model.focus)
+        self.model = model
+        self.spec = dataclasses.replace(RasterSpec.from_dict(meta["raster"]), multiple_of=focus)
+        self.reference = {str(k): float(v) for k, v in (meta.get("reference_energies") or {}).items()}
+
+    def check_species(self, atoms: Atoms) -> None:
+        """Raise a ValueError naming symbols the model does not know."""
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(self.spec.species))
+        if unknown:
+            raise ValueError(
+                f"species {', '.join(unknown)} unknown to this model, which knows "
+                f"{', '.join(self.spec.species)}"
+            )
+
+    def reference_energy(self, atoms: Atoms) -> float:
+        """Sum of the per-species reference energies over the atoms (eV)."""
+        symbols = atoms.get_chemical_symbols()
+        return float(sum(self.reference.get(s, 0.0) for s in symbols))
+
+    def evaluation_cell(self, atoms: Atoms) -> tuple[Atoms, int]:
+        """The structure actually rasterized, and its multiplicity relative to ``atoms``."""
+        if not cells.is_periodic_sheet(atoms):
+            return atoms, 1
+        rect = cells.to_rectangular(atoms)
+        lx, ly = rect.cell[0, 0], rect.cell[1, 1]
+        fy, fx = self.spec.multiple_of
+        rx = _repeat_for(lx, self.spec.spacing, fx, SPACING_TOLERANCE)
+        ry = _repeat_for(ly, self.spec.spacing, fy, SPACING_TOLERANCE)
+        sheet = rect.repeat((rx, ry, 1)) if rx * ry > 1 else rect
+        multiplicity = len(sheet) / len(atoms)
+        if abs(multiplicity - round(multiplicity)) > 1e-9:
+            raise ValueError("internal error: the rectangular supercell is not a whole multiple")
+        return sheet, round(multiplicity)
+
+    def predict(self, atoms: Atoms, tile_map: bool = False) -> Prediction:
+        """Energy of one structure (any size; large sheets go band by band)."""
+        self.check_species(atoms)
+        sheet, multiplicity = self.evaluation_cell(atoms)
+        if len(sheet) > STREAM_THRESHOLD and not tile_map:
+            from ednn.stream import evaluate_sheet
+
+            network = float(evaluate_sheet(self.model, sheet).energy_eV)
+            energy_map = None
+        else:
+            image = rasterize(sheet, self.spec)
+            maps = np.asarray(self.model.tile_outputs(image[None]), dtype=np.float64)[0]
+            energy_map = maps[..., 0]
+            network = float(energy_map.sum())
+        energy = network / multiplicity + self.reference_energy(atoms)
+        return Prediction(energy, len(atoms), energy_map if tile_map else None, multiplicity)
+
+
+def _map_png(tile_map: np.ndarray, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ednn import _io
+
+    fig, ax = plt.subplots(figsize=(6, 6 * tile_map.shape[0] / max(tile_map.shape[1], 1) + 0.8))
+    im = ax.imshow(tile_map * 1000.0, origin="lower", cmap="viridis")
+    fig.colorbar(im, ax=ax, label="network energy per focus region (meV)")
+    ax.set_title(title)
+    ax.set_xlabel("focus region along x")
+    ax.set_ylabel("focus region along y")
+    fig.tight_layout()
+    with _io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``ednn energy STRUCTURE... [--model PATH] [--json] [--map OUT.png] [--repeat NX NY]``."""
+    parser = argparse.ArgumentParser(
+        prog="ednn energy",
+        description="Total energy (eV), energy per atom and atom count of each frame.",
+    )
+    parser.add_argument("structures", nargs="+", help="ASE-readable files (multi-frame too)")
+    parser.add_argument("--model", default=None, help="a .keras model (default: the shipped model)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per frame per line")
+    parser.add_argument("--map", default=None, help="write the local energy map of the first frame to this PNG")
+    parser.add_argument("--repeat", nargs=2, type=int, metavar=("NX", "NY"), default=None,
+                        help="evaluate the periodic NX x NY repeat as a whole sheet")
+    args = parser.parse_args(argv)
+    try:
+        predictor = Predictor(load_model(args.model))
+    except (OSError, ValueError, TypeError) as err:
+        print(f"ednn energy: error: {err}", file=sys.stderr)
+        return 2
+    status = 0
+    wrote_map = False
+    for path in args.structures:
+        try:
+            frames = read_frames(path)
+        except StructureFileError as err:
+            print(f"ednn energy: error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        for k, atoms in enumerate(frames):
+            try:
+                if args.repeat is not None:
+                    nx, ny = args.repeat
+                    if nx < 1 or ny < 1:
+                        raise ValueError(f"--repeat needs positive counts. Received: {nx} {ny}")
+                    predictor.check_species(atoms)
+                    from ednn.stream import evaluate_repeat
+
+                    sheet, multiplicity = predictor.evaluation_cell(atoms)
+                    result = evaluate_repeat(predictor.model, sheet, nx, ny)
+                    n_atoms = len(atoms) * nx * ny
+                    energy = result.energy_eV / multiplicity + predictor.reference_energy(atoms) * nx * ny
+                    pred = Prediction(energy, n_atoms)
+                else:
+                    pred = predictor.predict(atoms, tile_map=bool(args.map) and not wrote_map)
+            except (ValueError, TypeError) as err:
+                print(f"ednn energy: error: {path} frame {k}: {err}", file=sys.stderr)
+                status = 1
+                continue
+            if not math.isfinite(pred.energy):
+                print(f"ednn energy: error: {path} frame {k}: the model returned {pred.energy}",
+                      file=sys.stderr)
+                status = 1
+                continue
+            if args.map and pred.tile_map is not None and not wrote_map:
+                _map_png(pred.tile_map, args.map, f"{Path(path).name} frame {k}")
+                wrote_map = True
+            record = {
+                "file": path,
+                "frame": k,
+                "n_atoms": pred.n_atoms,
+                "energy_eV": pred.energy,
+                "energy_per_atom_eV": pred.energy_per_atom,
+                "formula": atoms.get_chemical_formula(),
+            }
+            if args.json:
+                print(json.dumps(record), flush=True)
+            else:
+                print(f"{path} [{k}] {record['formula']}: E = {pred.energy:.6f} eV, "
+                      f"{pred.energy_per_atom:.6f} eV/atom, {pred.n_atoms} atoms", flush=True)
+    return status

@@ -1,0 +1,600 @@
+"""Streaming evaluation of giant sheets: O(N) time, memory bounded by one band.
+
+:func:`evaluate_sheet` never holds the whole image or all tiles.  The grid of focus regions
+is cut into *bands* (``band_rows`` rows of focus regions along y, the full width unless the
+sheet is extremely wide); each band is rasterized together with its context halo straight
+from the atoms near it, evaluated (fused, :mod:`ednn.fused`, when the tile network allows
+it, else tile by tile in batches), and its energy is added in float64.  Work is linear in
+the number of atoms; memory is that of one band plus the structure's own arrays (sorted by
+y once) and the local heights (computed once per sheet with a KD-tree).
+
+:func:`evaluate_repeat` evaluates the periodic ``nx x ny`` repeat of a cell as one sheet,
+generating the atoms of each band from the cell on the fly, so a 10^9-atom sheet needs no
+10^9-atom array.
+
+The result equals the in-memory ``model(rasterize(atoms, spec))`` up to float32 rounding:
+each band reads the same image pixels (``ednn.raster.splat_gaussians``, the rasterizer's
+core, on the same global pixel grid) and the halo follows the model's boundary (periodic
+wrap or zeros), exactly as the model's tiling pads the whole image.
+
+Units: positions in Å, energies in the model's units (eV).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from ase import Atoms
+from ase.data import atomic_numbers
+from tqdm.auto import tqdm
+
+from ednn import cells, raster
+from ednn._validation import check_positive_int
+from ednn.fused import apply_energy_affine
+
+__all__ = [
+    "SheetResult",
+    "configure_threads",
+    "evaluate_repeat",
+    "evaluate_sheet",
+    "model_raster_spec",
+]
+
+#: Focus regions evaluated in one network call by default (fused path): a band of
+#: 4096 regions of 16x16 pixels is ~1.2 M pixels with its halo, ~0.1-0.3 GB of activations.
+DEFAULT_REGIONS_PER_BAND = 4096
+#: Tiles per tile-network call on the (unfused) tile path by default.
+DEFAULT_TILE_BATCH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class SheetResult:
+    """What :func:`evaluate_sheet` returns.
+
+    Attributes
+    ----------
+    energy_eV : float
+        The first output (the energy, eV for an energy model), summed in float64.
+    n_atoms : int
+        Atoms in the evaluated sheet (for a hexagonal cell, its rectangular supercell, as
+        :func:`ednn.raster.rasterize` sees it).
+    per_region_map : numpy.ndarray or None
+        float32 ``(nH, nW, n_targets)``: each focus region's contribution (local energy in
+        eV), if asked for with ``return_map=True``.
+    timings : dict of str to float
+        Seconds spent: ``layout``, ``heights``, ``select`` (binning atoms), ``raster``,
+        ``network``, ``total``; plus ``n_bands`` and ``path`` (``"fused"`` or ``"tiles"``).
+    values : numpy.ndarray
+        float64 ``(n_targets,)``: every output, summed; ``values[0] == energy_eV``.
+    """
+
+    energy_eV: float
+    n_atoms: int
+    per_region_map: np.ndarray | None
+    timings: dict[str, Any]
+    values: np.ndarray
+
+
+def configure_threads(intra_op: int | None = None, inter_op: int | None = None) -> bool:
+    """Set TensorFlow's CPU thread pools; returns False (with a warning) if it is too late.
+
+    TensorFlow fixes its thread pools when it first runs an op, so call this first thing.
+    ``None`` leaves a pool as it is (TensorFlow's default: one thread per core).
+    """
+    try:
+        if intra_op is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(
+                check_positive_int(intra_op, "intra_op")
+            )
+        if inter_op is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(
+                check_positive_int(inter_op, "inter_op")
+            )
+    except RuntimeError as error:
+        warnings.warn(
+            f"TensorFlow's thread pools are already fixed ({error}); call "
+            "ednn.stream.configure_threads before anything runs TensorFlow.",
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def model_raster_spec(model) -> raster.RasterSpec:
+    """The model's :class:`~ednn.raster.RasterSpec` with ``multiple_of`` a multiple of the focus.
+
+    Raises ``ValueError`` when ``model.metadata`` has no ``"raster"`` entry.
+    """
+    config = model.metadata.get("raster")
+    if config is None:
+        raise ValueError(
+            "The model must store its rasterization settings in metadata['raster'] "
+            "(RasterSpec.to_dict()) to evaluate structures. Received: metadata keys "
+            f"{sorted(model.metadata)}."
+        )
+    spec = raster.RasterSpec.from_dict(config)
+    multiple = tuple(math.lcm(m, f) for m, f in zip(spec.multiple_of, model.focus, strict=True))
+    return dataclasses.replace(spec, multiple_of=multiple)
+
+
+# --- Sources of atoms: a binned explicit sheet, or a repeated cell --------------------------
+
+
+def _pieces(lo: float, hi: float, period: float | None) -> list[tuple[float, float]] | None:
+    """[lo, hi) folded into [0, period) as disjoint pieces; None means everything."""
+    if period is None:
+        return [(lo, hi)]
+    if hi - lo >= period:
+        return None
+    shift = math.floor(lo / period) * period
+    lo, hi = lo - shift, hi - shift
+    return [(lo, hi)] if hi <= period else [(lo, period), (0.0, hi - period)]
+
+
+def _in_pieces(values: np.ndarray, pieces) -> np.ndarray:
+    if pieces is None:
+        return np.ones(len(values), dtype=bool)
+    mask = np.zeros(len(values), dtype=bool)
+    for lo, hi in pieces:
+        mask |= (values >= lo) & (values < hi)
+    return mask
+
+
+class _Sheet:
+    """Atoms sorted by y (wrapped into the cell when periodic) for fast band selection."""
+
+    def __init__(self, positions, numbers, heights, lengths, periodic: bool):
+        xy = np.array(positions[:, :2], dtype=np.float64)
+        self.periods = tuple(lengths) if periodic else None
+        if periodic:
+            xy %= lengths
+            xy[xy >= lengths] = 0.0
+        order = np.argsort(xy[:, 1], kind="stable")
+        self.xy = xy[order]
+        self.numbers = np.asarray(numbers)[order]
+        self.heights = None if heights is None else np.asarray(heights)[order]
+
+    def select(self, y_range, x_range):
+        periods = self.periods or (None, None)
+        y_pieces = _pieces(*y_range, periods[1])
+        if y_pieces is None:
+            index = np.arange(len(self.xy))
+        else:
+            spans = [np.searchsorted(self.xy[:, 1], piece) for piece in y_pieces]
+            index = np.concatenate([np.arange(a, b) for a, b in spans])
+        x_pieces = _pieces(*x_range, periods[0])
+        if x_pieces is not None:
+            index = index[_in_pieces(self.xy[index, 0], x_pieces)]
+        heights = None if self.heights is None else self.heights[index]
+        return self.xy[index], self.numbers[index], heights
+
+
+class _RepeatedCell:
+    """The periodic nx x ny repeat of a rectangular cell, generated band by band."""
+
+    def __init__(self, positions, numbers, heights, lengths, repeats):
+        xy = np.array(positions[:, :2], dtype=np.float64) % lengths
+        xy[xy >= lengths] = 0.0
+        self.xy, self.numbers, self.heights = xy, np.asarray(numbers), heights
+        self.lengths = np.asarray(lengths, dtype=np.float64)
+        self.periods = tuple(self.lengths * repeats)
+        self.repeats = repeats
+
+    def _copies(self, pieces, axis):
+        # (copy index, cell-atom mask) pairs of the copies along `axis` that meet `pieces`.
+        length, coord = self.lengths[axis], self.xy[:, axis]
+        if pieces is None:
+            return [(k, None) for k in range(self.repeats[axis])]
+        out = []
+        for lo, hi in pieces:
+            for k in range(math.floor(lo / length), math.ceil(hi / length)):
+                shifted = coord + k * length
+                out.append((k, (shifted >= lo) & (shifted < hi)))
+        return out
+
+    def select(self, y_range, x_range):
+        rows = self._copies(_pieces(*y_range, self.periods[1]), 1)
+        cols = self._copies(_pieces(*x_range, self.periods[0]), 0)
+        xy, numbers, heights = [], [], []
+        for j, row_mask in rows:
+            for i, col_mask in cols:
+                if row_mask is None and col_mask is None:
+                    index = slice(None)
+                else:
+                    mask = row_mask if col_mask is None else col_mask
+                    mask = mask if row_mask is None else mask & row_mask
+                    index = np.flatnonzero(mask)
+                xy.append(self.xy[index] + self.lengths * (i, j))
+                numbers.append(self.numbers[index])
+                if self.heights is not None:
+                    heights.append(self.heights[index])
+        if not xy:
+            return np.zeros((0, 2)), self.numbers[:0], None
+        heights = np.concatenate(heights) if self.heights is not None else None
+        return np.concatenate(xy), np.concatenate(numbers), heights
+
+
+# --- Rendering one band with its halo --------------------------------------------------------
+
+
+def _axis_blocks(start: int, stop: int, size: int, wrap: bool):
+    """Image index read by each window index in [start, stop) and the blocks to render.
+
+    Returns ``(index, blocks)``: ``index[j]`` is the image pixel (row or column) that window
+    pixel ``j`` shows, or -1 for a zero (halo beyond the edge with a zero boundary);
+    ``blocks`` are the disjoint image intervals ``(a, b)`` that cover every index.
+    """
+    g = np.arange(start, stop)
+    index = g % size if wrap else np.where((g >= 0) & (g < size), g, -1)
+    used = np.unique(index[index >= 0])
+    cuts = np.flatnonzero(np.diff(used) > 1) + 1
+    blocks = [(int(run[0]), int(run[-1]) + 1) for run in np.split(used, cuts) if len(run)]
+    return index, blocks
+
+
+class _BandRenderer:
+    """Renders windows of the sheet's image (with halos) from a source of atoms."""
+
+    def __init__(self, source, spec, shape, spacing, periodic_structure, wrap_halo):
+        self.source, self.spec, self.shape = source, spec, shape
+        self.spacing = spacing
+        self.periods = shape if periodic_structure else None
+        self.wrap = wrap_halo
+        sigma = float(spec.sigmas.max())
+        self.margin = tuple(math.ceil(raster.STENCIL_SIGMAS * sigma / s) + 1 for s in spacing)
+        lookup = np.full(len(atomic_numbers) + 1, -1, dtype=np.int64)
+        lookup[[atomic_numbers[s] for s in spec.species]] = np.arange(len(spec.species))
+        self.lookup = lookup
+        self.seconds = {"select": 0.0, "raster": 0.0}
+
+    def window(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """Pixels [rows) x [cols) of the infinite image (wrapped or zero beyond the edges)."""
+        row_index, row_blocks = _axis_blocks(*rows, self.shape[0], self.wrap)
+        col_index, col_blocks = _axis_blocks(*cols, self.shape[1], self.wrap)
+        out = np.zeros((len(row_index), len(col_index), self.spec.n_channels), np.float32)
+        for r in row_blocks:
+            where_r = np.flatnonzero((row_index >= r[0]) & (row_index < r[1]))
+            for c in col_blocks:
+                where_c = np.flatnonzero((col_index >= c[0]) & (col_index < c[1]))
+                block = self._render(r, c)
+                out[np.ix_(where_r, where_c)] = block[
+                    np.ix_(row_index[where_r] - r[0], col_index[where_c] - c[0])
+                ]
+        return out
+
+    def _render(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        (dy, dx), (my, mx) = self.spacing, self.margin
+        start = time.perf_counter()
+        xy, numbers, heights = self.source.select(
+            ((rows[0] - my) * dy, (rows[1] + my) * dy), ((cols[0] - mx) * dx, (cols[1] + mx) * dx)
+        )
+        middle = time.perf_counter()
+        spec = self.spec
+        if len(xy) == 0:
+            self.seconds["select"] += middle - start
+            return np.zeros((rows[1] - rows[0], cols[1] - cols[0], spec.n_channels), np.float32)
+        # The channels and weights of ednn.raster's renderer, for these atoms only.
+        species_index = self.lookup[numbers]
+        if spec.z_weighted:
+            channels, weights = [np.zeros(len(xy), np.int64)], [numbers.astype(np.float64)]
+        else:
+            channels, weights = [species_index], [np.ones(len(xy))]
+        if spec.height_channel:
+            channels.append(np.full(len(xy), spec.n_channels - 1, dtype=np.int64))
+            weights.append(heights)
+        block = raster.splat_gaussians(
+            xy,
+            spec.sigmas[species_index],
+            np.stack(channels, axis=1),
+            np.stack(weights, axis=1),
+            n_channels=spec.n_channels,
+            spacing=self.spacing,
+            grid_shape=(rows[1] - rows[0], cols[1] - cols[0]),
+            origin=(rows[0], cols[0]),
+            periods=self.periods,
+            normalize=spec.normalize,
+        )
+        self.seconds["select"] += middle - start
+        self.seconds["raster"] += time.perf_counter() - middle
+        return block
+
+
+# --- The network on one band -----------------------------------------------------------------
+
+
+class _BandNetwork:
+    """Per-region outputs of a padded band, fused or tile by tile."""
+
+    def __init__(self, model, evaluation: str | None, batch_size: int | None):
+        use_fused = model.fused_network is not None
+        if evaluation == "tiles":
+            use_fused = False
+        elif evaluation == "fused" and not use_fused:
+            raise ValueError(
+                'evaluation="fused" needs a model whose tile network can be fused '
+                f"(model.fused_network is None; model.evaluation={model.evaluation!r}). "
+                'Received: evaluation="fused"; use None or "tiles".'
+            )
+        elif evaluation not in (None, "auto", "tiles", "fused"):
+            raise ValueError(
+                "`evaluation` must be None, 'auto', 'tiles' or 'fused'. "
+                f"Received: evaluation={evaluation!r}"
+            )
+        self.path = "fused" if use_fused else "tiles"
+        self.model = model
+        self.batch_size = check_positive_int(
+            DEFAULT_TILE_BATCH if batch_size is None else batch_size, "batch_size"
+        )
+        scale, shift = model.energy_scale, model.energy_shift_per_tile
+        signature = [tf.TensorSpec([None, None, None, model.n_channels], tf.float32)]
+        if use_fused:
+            fused = model.fused_network
+
+            def run(padded):
+                return apply_energy_affine(fused.on_padded(padded, training=False), scale, shift)
+        else:
+
+            def run(tiles):
+                values = model.tile_network(tiles, training=False)
+                return apply_energy_affine(values, scale, shift)
+
+        self._run = tf.function(run, input_signature=signature)
+
+    def __call__(self, padded: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        if self.path == "fused":
+            return self._run(padded[None])[0].numpy()
+        (f0, f1), (t0, t1) = self.model.focus, self.model.tile_shape[:2]
+        view = np.lib.stride_tricks.sliding_window_view(padded, (t0, t1), axis=(0, 1))
+        view = view[::f0, ::f1].transpose(0, 1, 3, 4, 2)  # (nR, nC, T0, T1, C), no copy
+        n = grid[0] * grid[1]
+        values = []
+        for begin in range(0, n, self.batch_size):
+            rows, cols = np.divmod(np.arange(begin, min(begin + self.batch_size, n)), grid[1])
+            values.append(self._run(np.ascontiguousarray(view[rows, cols])).numpy())
+        return np.concatenate(values).reshape(*grid, -1)
+
+
+# --- Driver ----------------------------------------------------------------------------------
+
+
+def _band_plan(grid, band_rows, regions_per_band):
+    (n_h, n_w) = grid
+    width = min(n_w, regions_per_band)
+    if band_rows is None:
+        band_rows = max(1, regions_per_band // width)
+    band_rows = min(check_positive_int(band_rows, "band_rows"), n_h)
+    return [
+        ((r, min(r + band_rows, n_h)), (q, min(q + width, n_w)))
+        for r in range(0, n_h, band_rows)
+        for q in range(0, n_w, width)
+    ]
+
+
+def _evaluate(
+    model,
+    renderer: _BandRenderer,
+    grid: tuple[int, int],
+    n_atoms: int,
+    seconds: dict,
+    *,
+    band_rows,
+    batch_size,
+    regions_per_band,
+    progress,
+    backend,
+    return_map,
+    evaluation,
+    started,
+) -> SheetResult:
+    network = _BandNetwork(model, evaluation, batch_size)
+    if backend is None:
+        from ednn.distributed import SingleProcess
+
+        backend = SingleProcess()
+    regions = check_positive_int(
+        DEFAULT_REGIONS_PER_BAND if regions_per_band is None else regions_per_band,
+        "regions_per_band",
+    )
+    bands = _band_plan(grid, band_rows, regions)
+    mine = bands[backend.rank :: backend.size]
+    (f0, f1), (c0, c1) = model.focus, model.context
+    totals = np.zeros(model.n_targets, dtype=np.float64)
+    tile_map = np.zeros((*grid, model.n_targets), np.float32) if return_map else None
+    seconds["network"] = 0.0
+    for (r0, r1), (q0, q1) in tqdm(mine, desc="bands", unit="band", disable=not progress):
+        padded = renderer.window((r0 * f0 - c0, r1 * f0 + c0), (q0 * f1 - c1, q1 * f1 + c1))
+        start = time.perf_counter()
+        values = network(padded, (r1 - r0, q1 - q0))
+        seconds["network"] += time.perf_counter() - start
+        totals += values.sum(axis=(0, 1), dtype=np.float64)
+        if tile_map is not None:
+            tile_map[r0:r1, q0:q1] = values
+    totals = np.asarray(backend.allreduce_sum(totals), dtype=np.float64)
+    if tile_map is not None and backend.size > 1:
+        tile_map = np.asarray(backend.allreduce_sum(tile_map), dtype=np.float32)
+    seconds.update(renderer.seconds)
+    seconds["total"] = time.perf_counter() - started
+    seconds["n_bands"] = len(bands)
+    seconds["path"] = network.path
+    return SheetResult(float(totals[0]), int(n_atoms), tile_map, seconds, totals)
+
+
+def _heights(positions, spec, lengths, cell, periodic):
+    if not spec.height_channel:
+        return None
+    z_period = None
+    if periodic and cell.pbc[2] and cell.cell[2, 2] != 0.0:
+        z_period = abs(float(cell.cell[2, 2]))
+    box = lengths if periodic else None
+    return raster.local_heights(positions, spec.height_radius, box, z_period)
+
+
+def evaluate_sheet(
+    model,
+    atoms: Atoms,
+    *,
+    band_rows: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    backend=None,
+    return_map: bool = False,
+    evaluation: str | None = None,
+    regions_per_band: int | None = None,
+) -> SheetResult:
+    """Energy of a sheet of any size, band by band in bounded memory.
+
+    Parameters
+    ----------
+    model : ednn.model.EDNN
+        A model whose ``metadata["raster"]`` holds its :class:`~ednn.raster.RasterSpec`.
+    atoms : ase.Atoms
+        A periodic sheet (any cell with ``a3`` along z) or a non-periodic flake, positions
+        in Å, as for :func:`ednn.raster.rasterize`.
+    band_rows : int, optional
+        Rows of focus regions per band; by default about ``regions_per_band`` regions per
+        band.
+    batch_size : int, optional
+        Tiles per network call on the tile path (default 256); the fused path runs one
+        band per call.
+    progress : bool, default False
+        Show a tqdm progress bar over the bands.
+    backend : ednn.distributed backend, optional
+        Bands are dealt round-robin to ``backend.size`` ranks and the energies summed with
+        ``backend.allreduce_sum``; one process by default.
+    return_map : bool, default False
+        Also return the per-region outputs ``(nH, nW, n_targets)``.
+    evaluation : {None, "tiles", "fused"}, optional
+        Override the model's choice (None: fused when ``model.fused_network`` exists).
+    regions_per_band : int, optional
+        Focus regions per band when ``band_rows`` is not given (default 4096); bands wider
+        than this are also split along x.
+
+    Returns
+    -------
+    SheetResult
+        ``energy_eV`` (float64 sum), ``n_atoms``, ``per_region_map`` (or None), ``timings``.
+
+    Notes
+    -----
+    Memory: one band's image with its halo (``(band_rows f + 2c) x (W + 2c) x C`` float32)
+    and the network's activations on it, plus the atoms' positions sorted by y and their
+    local heights (~50 bytes per atom).  With the defaults this stays well under 1 GB plus
+    the structure.  Time is linear in the number of atoms.  The network runs on a GPU when
+    TensorFlow sees one.  Thread counts: :func:`configure_threads`.
+
+    Example
+    -------
+    >>> result = evaluate_sheet(model, big_sheet, progress=True)
+    >>> result.energy_eV, result.n_atoms
+    """
+    started = time.perf_counter()
+    spec = model_raster_spec(model)
+    layout = raster.raster_layout(atoms, spec)
+    sheet = layout.sheet
+    lengths = (float(sheet.cell[0, 0]), float(sheet.cell[1, 1]))
+    seconds = {"layout": time.perf_counter() - started}
+    start = time.perf_counter()
+    heights = _heights(sheet.positions, spec, lengths, sheet, layout.periodic)
+    seconds["heights"] = time.perf_counter() - start
+    source = _Sheet(sheet.positions, sheet.numbers, heights, lengths, layout.periodic)
+    renderer = _BandRenderer(
+        source, spec, layout.shape, layout.spacing, layout.periodic, model.boundary == "periodic"
+    )
+    grid = (layout.shape[0] // model.focus[0], layout.shape[1] // model.focus[1])
+    return _evaluate(
+        model,
+        renderer,
+        grid,
+        len(sheet),
+        seconds,
+        band_rows=band_rows,
+        batch_size=batch_size,
+        regions_per_band=regions_per_band,
+        progress=progress,
+        backend=backend,
+        return_map=return_map,
+        evaluation=evaluation,
+        started=started,
+    )
+
+
+def evaluate_repeat(
+    model,
+    atoms: Atoms,
+    nx: int,
+    ny: int,
+    **options,
+) -> SheetResult:
+    """Energy of the periodic ``nx x ny`` repeat of a cell, evaluated as one whole sheet.
+
+    The atoms of each band are generated from the cell as they are needed, so the repeat is
+    never built: a 10^8-atom sheet from a 10^3-atom cell needs memory for one band only.  The
+    image is that of the whole repeated sheet (its pixel grid is fitted to the whole sheet,
+    as :func:`ednn.raster.rasterize` would fit it), so this equals
+    ``evaluate_sheet(model, rect.repeat((nx, ny, 1)))`` with ``rect`` the cell's rectangular
+    form (``ednn.cells.to_rectangular``; the cell itself when it is rectangular), and equals
+    ``nx * ny`` times the cell's energy when the cell is a whole number of focus regions.
+
+    Parameters
+    ----------
+    model : ednn.model.EDNN
+        As for :func:`evaluate_sheet`.
+    atoms : ase.Atoms
+        One periodic cell of the sheet (Å).
+    nx, ny : int
+        Repeats along the rectangular cell's x and y.
+    **options
+        Keyword options of :func:`evaluate_sheet`.
+
+    Returns
+    -------
+    SheetResult
+        For the whole repeat (``n_atoms = nx * ny * len(rect)``).
+    """
+    started = time.perf_counter()
+    nx, ny = check_positive_int(nx, "nx"), check_positive_int(ny, "ny")
+    spec = model_raster_spec(model)
+    if not isinstance(atoms, Atoms) or not cells.is_periodic_sheet(atoms):
+        raise ValueError(
+            "`atoms` must be a periodic sheet (an ase.Atoms with pbc in x and y) to repeat. "
+            f"Received: {atoms!r}."
+        )
+    cell = cells.to_rectangular(atoms)
+    lengths = (float(cell.cell[0, 0]), float(cell.cell[1, 1]))
+    big = (lengths[0] * nx, lengths[1] * ny)
+    shape, spacing = raster.grid_for_cell(big, spec.spacing, spec.multiple_of)
+    seconds = {"layout": time.perf_counter() - started}
+    start = time.perf_counter()
+    # The repeat is periodic with the cell, so each copy's local heights are the cell's.
+    heights = _heights(cell.positions, spec, lengths, cell, True)
+    seconds["heights"] = time.perf_counter() - start
+    source = _RepeatedCell(cell.positions, cell.numbers, heights, lengths, (nx, ny))
+    renderer = _BandRenderer(source, spec, shape, spacing, True, model.boundary == "periodic")
+    grid = (shape[0] // model.focus[0], shape[1] // model.focus[1])
+    return _evaluate(
+        model, renderer, grid, nx * ny * len(cell), seconds, started=started, **_defaults(options)
+    )
+
+
+def _defaults(options: dict) -> dict:
+    known = (
+        "band_rows",
+        "batch_size",
+        "progress",
+        "backend",
+        "return_map",
+        "evaluation",
+        "regions_per_band",
+    )
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"Unknown options {unknown}; evaluate_sheet takes {list(known)}.")
+    defaults = dict.fromkeys(known)
+    defaults.update(progress=False, return_map=False)
+    return {**defaults, **options}
