@@ -3,7 +3,7 @@
 Layout of a run directory ``RUN``::
 
     RUN/config.yaml                 the merged training configuration
-    RUN/split.json                  ids of the structures in each split, and where the split came from
+    RUN/split.json                  structure ids per split, and where the split came from
     RUN/checkpoints/epoch-NNNNN/    model.keras, optimizer.npz, state.json after epoch NNNNN
     RUN/checkpoints/latest.json     which checkpoint is complete (written last, atomically)
     RUN/best.keras                  the model of the best validation MAE

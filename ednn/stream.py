@@ -48,7 +48,7 @@ __all__ = [
 
 #: Focus regions evaluated in one network call by default (fused path): a band of
 #: 4096 regions of 16x16 pixels is ~1.2 M pixels with its halo, ~0.1-0.3 GB of activations.
-DEFAULT_REGIONS_PER_BAND = 4096
+DEFAULT_REGIONS_PER_BAND = 8192
 #: Tiles per tile-network call on the (unfused) tile path by default.
 DEFAULT_TILE_BATCH = 256
 
@@ -186,38 +186,42 @@ class _RepeatedCell:
         self.periods = tuple(self.lengths * repeats)
         self.repeats = repeats
 
-    def _copies(self, pieces, axis):
-        # (copy index, cell-atom mask) pairs of the copies along `axis` that meet `pieces`.
+    def _pairs(self, pieces, axis):
+        # (copy index, cell atom index) of every atom copy along `axis` that lies in `pieces`.
         length, coord = self.lengths[axis], self.xy[:, axis]
+        n_cell = len(coord)
         if pieces is None:
-            return [(k, None) for k in range(self.repeats[axis])]
-        out = []
+            copies = np.arange(self.repeats[axis])
+            return np.repeat(copies, n_cell), np.tile(np.arange(n_cell), len(copies))
+        copy_parts, atom_parts = [], []
         for lo, hi in pieces:
-            for k in range(math.floor(lo / length), math.ceil(hi / length)):
-                shifted = coord + k * length
-                out.append((k, (shifted >= lo) & (shifted < hi)))
-        return out
+            copies = np.arange(math.floor(lo / length), math.ceil(hi / length))
+            shifted = coord[None, :] + length * copies[:, None]
+            k, a = np.nonzero((shifted >= lo) & (shifted < hi))
+            copy_parts.append(copies[k])
+            atom_parts.append(a)
+        return np.concatenate(copy_parts), np.concatenate(atom_parts)
 
     def select(self, y_range, x_range):
-        rows = self._copies(_pieces(*y_range, self.periods[1]), 1)
-        cols = self._copies(_pieces(*x_range, self.periods[0]), 0)
-        xy, numbers, heights = [], [], []
-        for j, row_mask in rows:
-            for i, col_mask in cols:
-                if row_mask is None and col_mask is None:
-                    index = slice(None)
-                else:
-                    mask = row_mask if col_mask is None else col_mask
-                    mask = mask if row_mask is None else mask & row_mask
-                    index = np.flatnonzero(mask)
-                xy.append(self.xy[index] + self.lengths * (i, j))
-                numbers.append(self.numbers[index])
-                if self.heights is not None:
-                    heights.append(self.heights[index])
-        if not xy:
-            return np.zeros((0, 2)), self.numbers[:0], None
-        heights = np.concatenate(heights) if self.heights is not None else None
-        return np.concatenate(xy), np.concatenate(numbers), heights
+        row, atom = self._pairs(_pieces(*y_range, self.periods[1]), 1)
+        x_pieces = _pieces(*x_range, self.periods[0])
+        if x_pieces is None:
+            col = np.arange(self.repeats[0])
+        else:
+            col = np.concatenate(
+                [
+                    np.arange(math.floor(lo / self.lengths[0]), math.ceil(hi / self.lengths[0]))
+                    for lo, hi in x_pieces
+                ]
+            )
+        # Every row copy of an atom times every column copy, then keep those in x_range.
+        x = self.xy[atom, 0][:, None] + self.lengths[0] * col[None, :]
+        keep = _in_pieces(x.ravel(), x_pieces).reshape(x.shape)
+        pair, which = np.nonzero(keep)
+        atom = atom[pair]
+        xy = np.stack([x[pair, which], self.xy[atom, 1] + self.lengths[1] * row[pair]], axis=1)
+        heights = None if self.heights is None else self.heights[atom]
+        return xy, self.numbers[atom], heights
 
 
 # --- Rendering one band with its halo --------------------------------------------------------
@@ -236,6 +240,13 @@ def _axis_blocks(start: int, stop: int, size: int, wrap: bool):
     cuts = np.flatnonzero(np.diff(used) > 1) + 1
     blocks = [(int(run[0]), int(run[-1]) + 1) for run in np.split(used, cuts) if len(run)]
     return index, blocks
+
+
+def _as_index(rows: np.ndarray, cols: np.ndarray):
+    # Slices where both index runs are contiguous (a plain copy), else an open mesh.
+    if rows[-1] - rows[0] == len(rows) - 1 and cols[-1] - cols[0] == len(cols) - 1:
+        return (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return np.ix_(rows, cols)
 
 
 class _BandRenderer:
@@ -263,9 +274,10 @@ class _BandRenderer:
             for c in col_blocks:
                 where_c = np.flatnonzero((col_index >= c[0]) & (col_index < c[1]))
                 block = self._render(r, c)
-                out[np.ix_(where_r, where_c)] = block[
-                    np.ix_(row_index[where_r] - r[0], col_index[where_c] - c[0])
-                ]
+                # One gather per axis (a slice where the indices run contiguously).
+                block = np.take(block, row_index[where_r] - r[0], axis=0)
+                block = np.take(block, col_index[where_c] - c[0], axis=1)
+                out[_as_index(where_r, where_c)] = block
         return out
 
     def _render(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:

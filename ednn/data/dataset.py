@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from ase import Atoms
 
+from ednn import cells
 from ednn.data import readers
 from ednn.data.augment import augment_image
-from ednn import cells
 from ednn.raster import RasterSpec, raster_layout, rasterize
 
 __all__ = [
@@ -345,9 +345,7 @@ def load_image_set(
     return ImageSet.from_structures(frames, spec, targets, spacing_tolerance)
 
 
-def random_split(
-    groups: Sequence[str], fractions: dict[str, float], seed: int = 0
-) -> np.ndarray:
+def random_split(groups: Sequence[str], fractions: dict[str, float], seed: int = 0) -> np.ndarray:
     """Assign each item a split, whole groups at a time, reproducibly from ``seed``.
 
     Parameters
@@ -477,6 +475,7 @@ def make_tf_dataset(
     batches: Sequence[np.ndarray],
     targets: np.ndarray,
     *,
+    sizes: np.ndarray | None = None,
     augment: dict | None = None,
     seed: int = 0,
     epoch: int = 0,
@@ -487,20 +486,27 @@ def make_tf_dataset(
 ):
     """Stream ``batches`` as a ``tf.data.Dataset`` of this process's shares.
 
-    Each element is ``(images, targets, n_atoms, n_global)``: float32 images
-    ``(b, H, W, C)``, float32 ``targets[indices]`` ``(b, n_targets)``, float32 atom counts
-    ``(b,)`` and the global batch size (int32 scalar), ``b`` being this rank's share
-    (:func:`shard`).  With ``augment`` (``{"translate": bool, "flip": bool}``) each image gets
-    a random energy-preserving symmetry drawn from ``default_rng([seed, epoch, index])``, so the
-    draw does not depend on batching or on the number of processes.
+    Each element is ``(images, targets, sizes, mask, n_global)``: float32 images
+    ``(b, H, W, C)``, float32 ``targets[indices]`` ``(b, n_targets)``, float32 ``sizes[indices]``
+    ``(b,)`` (atom counts by default), a float32 mask ``(b,)`` and the global batch size
+    (int32 scalar), ``b`` being this rank's share (:func:`shard`).  A rank whose share of a
+    small batch is empty gets one structure of the batch with mask 0, so that every rank
+    takes part in every step's collectives (TensorFlow's convolutions fail on empty
+    batches).  With ``augment`` (``{"translate": bool, "flip": bool}``) each image gets a
+    random energy-preserving symmetry drawn from ``default_rng([seed, epoch, index])``, so
+    the draw does not depend on batching or on the number of processes.
     """
     import tensorflow as tf
 
     n_targets = targets.shape[1]
+    sizes = data.n_atoms if sizes is None else np.asarray(sizes)
 
     def generate():
         for batch in batches:
             mine = shard(batch, rank, size)
+            mask = np.ones(len(mine), np.float32)
+            if not len(mine):
+                mine, mask = np.asarray(batch[:1]), np.zeros(1, np.float32)
             images = data.images(mine, workers=workers)
             if augment:
                 images = [
@@ -513,21 +519,18 @@ def make_tf_dataset(
                     )
                     for image, index in zip(images, mine, strict=True)
                 ]
-            if images:
-                stacked = np.stack(images).astype(np.float32, copy=False)
-            else:
-                height, width = data.shapes[batch[0]]
-                stacked = np.zeros((0, height, width, data.n_channels), np.float32)
             yield (
-                stacked,
+                np.stack(images).astype(np.float32, copy=False),
                 targets[mine].astype(np.float32),
-                data.n_atoms[mine].astype(np.float32),
+                sizes[mine].astype(np.float32),
+                mask,
                 np.int32(len(batch)),
             )
 
     signature = (
         tf.TensorSpec((None, None, None, data.n_channels), tf.float32),
         tf.TensorSpec((None, n_targets), tf.float32),
+        tf.TensorSpec((None,), tf.float32),
         tf.TensorSpec((None,), tf.float32),
         tf.TensorSpec((), tf.int32),
     )

@@ -296,9 +296,7 @@ def read_hdf5_images(path: str | os.PathLike) -> ImageArrays:
     except DataError:
         raise
     except Exception as err:  # h5py raises OSError for a corrupt or non-HDF5 file
-        raise DataError(
-            f"{path}: could not read as HDF5 ({type(err).__name__}: {err})."
-        ) from err
+        raise DataError(f"{path}: could not read as HDF5 ({type(err).__name__}: {err}).") from err
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:

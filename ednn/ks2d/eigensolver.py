@@ -2,9 +2,9 @@
 
 The Hamiltonian is never stored. It is applied matrix-free (FFT kinetic energy plus a
 local potential, plus an optional low-rank operator for exact exchange) inside a block
-LOBPCG, preconditioned by ``(½k² + c)⁻¹`` which is diagonal in Fourier space. A cold start takes its guess from a dense diagonalisation on a coarse
-``32 × 32`` copy of the problem, Fourier-interpolated to the grid; inside an SCF loop the
-previous orbitals are the guess, and LOBPCG converges in a few tens of iterations.
+LOBPCG with a preconditioner that is diagonal in Fourier and in real space. A cold start
+takes its guess from a dense diagonalisation on a coarse ``32 × 32`` copy of the problem,
+Fourier-interpolated to the grid; inside an SCF loop the previous orbitals are the guess.
 
 Why not a dense solver: at ``n = 64`` the matrix is 4096², and ``eigh`` costs seconds per
 SCF step; LOBPCG costs tens of milliseconds. Why not Lanczos (``eigsh``): the spectrum

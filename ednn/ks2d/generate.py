@@ -142,7 +142,8 @@ def load_config(config: dict | str | os.PathLike | None) -> dict:
     electrons = [electrons] if isinstance(electrons, int) else list(electrons)
     if not electrons or not all(isinstance(e, int) and e >= 1 for e in electrons):
         raise ValueError(
-            f"`n_electrons` must be a positive int or a list of them. Received: n_electrons={electrons!r}"
+            "`n_electrons` must be a positive int or a list of them. "
+            f"Received: n_electrons={electrons!r}"
         )
     merged["n_electrons"] = electrons
     fractions = merged["splits"]
@@ -154,7 +155,7 @@ def load_config(config: dict | str | os.PathLike | None) -> dict:
         if not isinstance(merged[key], int) or merged[key] < 1:
             raise ValueError(f"`{key}` must be a positive int. Received: {key}={merged[key]!r}")
     Grid(merged["grid"]["n"], merged["grid"]["box"])  # validates n and box
-    return merged
+    return json.loads(json.dumps(merged))  # plain JSON types, as config.json stores them
 
 
 def split_ids(count: int, fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
@@ -189,9 +190,7 @@ def solve_sample(config: dict, sample_id: int) -> dict:
     rng = np.random.default_rng([config["seed"], sample_id])
     n_electrons = int(rng.choice(config["n_electrons"]))
     grid = Grid(config["grid"]["n"], config["grid"]["box"])
-    v_ext, params = sample_potential(
-        config["potential"], grid, rng, **config["potential_options"]
-    )
+    v_ext, params = sample_potential(config["potential"], grid, rng, **config["potential_options"])
     functional = config["functional"]
     if functional == "hybrid" and config["exact_exchange"] is not None:
         from ednn.ks2d.xc import Functional
@@ -312,7 +311,9 @@ def _run_one(config: dict, sample_id: int) -> tuple[int, dict | None, dict | Non
         return sample_id, None, failure
 
 
-def generate(config: dict | str | os.PathLike, out: str | os.PathLike, progress: bool = True) -> dict:
+def generate(
+    config: dict | str | os.PathLike, out: str | os.PathLike, progress: bool = True
+) -> dict:
     """Build (or resume) a dataset of 2D Kohn–Sham solutions in the directory ``out``.
 
     Parameters
@@ -343,7 +344,9 @@ def generate(config: dict | str | os.PathLike, out: str | os.PathLike, progress:
     config_path = out / "config.json"
     if config_path.exists():
         previous = json.loads(config_path.read_text())
-        changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+        # `workers` changes how a run is executed, not what it computes.
+        keys = (set(previous) | set(config)) - {"workers"}
+        changed = sorted(k for k in keys if previous.get(k) != config.get(k))
         if changed:
             raise ValueError(
                 f"expected the config of the dataset already in {str(out)!r} to resume it; "
@@ -361,9 +364,11 @@ def generate(config: dict | str | os.PathLike, out: str | os.PathLike, progress:
     done.update(failures)
     todo = [i for i in range(count) if i not in done]
 
+    def shard_ids(shard: int) -> range:
+        return range(shard * shard_size, min((shard + 1) * shard_size, count))
+
     def shard_complete(shard: int) -> bool:
-        ids = range(shard * shard_size, min((shard + 1) * shard_size, count))
-        return all(i in done for i in ids)
+        return all(i in done for i in shard_ids(shard))
 
     def finish(sample_id: int, sample: dict | None, failure: dict | None) -> None:
         if sample is not None:
@@ -377,12 +382,12 @@ def generate(config: dict | str | os.PathLike, out: str | os.PathLike, progress:
         done.add(sample_id)
         shard = sample_id // shard_size
         if shard_complete(shard) and not _shard_path(out, shard).exists():
-            _pack_shard(out, shard, range(shard * shard_size, min((shard + 1) * shard_size, count)), config)
+            _pack_shard(out, shard, shard_ids(shard), config)
 
     # Shards that were complete but not packed when a run stopped.
     for shard in range(n_shards):
         if shard_complete(shard) and not _shard_path(out, shard).exists():
-            _pack_shard(out, shard, range(shard * shard_size, min((shard + 1) * shard_size, count)), config)
+            _pack_shard(out, shard, shard_ids(shard), config)
 
     from tqdm.auto import tqdm
 
@@ -478,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="ednn ks2d-generate",
         description="Generate (or resume) a dataset of 2D Kohn–Sham solutions.",
     )
-    parser.add_argument("config", help="YAML or JSON config; keys as in ednn.ks2d.generate.DEFAULTS")
+    parser.add_argument("config", help="YAML or JSON config; keys of generate.DEFAULTS")
     parser.add_argument("--out", required=True, help="output directory (resumed if it exists)")
     parser.add_argument("--workers", type=int, default=None, help="processes (overrides config)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

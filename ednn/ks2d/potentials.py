@@ -250,6 +250,5 @@ def potential_from_params(grid: Grid, params: dict) -> np.ndarray:
     kind = check.choice(params.get("kind"), "params['kind']", KINDS)
     if kind == "sho":
         return harmonic_potential(grid, tuple(params["omega"]), tuple(params["centre"]))
-    return blob_potential(
-        grid, np.array(params["cells"], dtype=bool), params["sigma"], params["depth"], params["fill"]
-    )
+    cells = np.array(params["cells"], dtype=bool)
+    return blob_potential(grid, cells, params["sigma"], params["depth"], params["fill"])

@@ -1,0 +1,941 @@
+"""``ednn train``: fit an EDNN to labelled structures, with TensorBoard and resumable checkpoints.
+
+The pipeline: structures -> images (:mod:`ednn.data.dataset`, cached in memory) -> batches of
+one image shape, shuffled and augmented by exact symmetries -> a custom
+:class:`tf.GradientTape` step -> Adam.  The network learns the residual of the energy after
+per-species reference energies, fitted by least squares on the training split's
+compositions and stored in the model's metadata (predictions add them back).
+
+Loss (``training.loss``, ``training.loss_per_atom``): the error of each structure's energy
+divided by its atom count (per atom, the default; by the mean atom count otherwise) and by
+the spread ``sigma`` (eV/atom) of the training residuals, then squared (``mse``) or made
+absolute (``mae``) and averaged over the batch.  Reported MAE/RMSE are in meV/atom.
+
+Distributed training goes through :func:`ednn.distributed.get_backend`: every process reads
+all data and walks the same global batch plan; each takes a contiguous share of every
+global batch, the gradients of ``sum(loss over its share) * size / global batch`` are
+averaged with ``allreduce_mean``, so ``k`` processes with shares of ``B / k`` take exactly the
+steps of one process with batches of ``B``.  Only the chief writes logs and checkpoints.
+
+Run with ``ednn train CONFIG.yaml --out RUN_DIR``; the layout of ``RUN_DIR`` is described in
+:mod:`ednn.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ednn.checkpoint import (
+    MARKER,
+    RunDirError,
+    latest_checkpoint,
+    load_checkpoint,
+    prepare_run_dir,
+    restore_optimizer,
+    save_checkpoint,
+    save_model_atomic,
+)
+from ednn.config import ConfigError, load_yaml, merge, require
+from ednn.data import readers
+from ednn.data.dataset import (
+    ImageSet,
+    batch_plan,
+    fit_reference_energies,
+    load_image_set,
+    make_tf_dataset,
+    random_split,
+)
+from ednn.structio import StructureFileError
+
+__all__ = ["DEFAULTS", "load_config", "main", "train", "validate_config"]
+
+DEFAULTS: dict = {
+    "data": {
+        # A file (extxyz, OUTCAR, vasprun.xml, ...), an `ednn generate` directory or an
+        # original-EDNN HDF5 file (X, Y), or a list of files and directories.
+        "path": None,
+        "format": "auto",
+        "species": ["C", "B", "N"],
+        # Sheets are repeated until the pixel size is this close to raster.spacing (as
+        # `ednn energy` does); null keeps the rectangular cell (up to 10 % off).
+        "spacing_tolerance": 0.02,
+        # source: auto (the dataset's own split if complete, else random), dataset, random.
+        "splits": {"source": "auto", "validation": 0.1, "test": 0.1, "seed": 0},
+        "train_fraction": 1.0,
+    },
+    "raster": {  # RasterSpec fields; species come from data.species, multiple_of = focus
+        "spacing": 0.25,
+        "sigma": 0.3,
+        "height_channel": True,
+        "normalize": True,
+        "z_weighted": False,
+        "height_radius": 5.0,
+        "padding": 8.0,
+    },
+    "model": {
+        "focus": 16,
+        "context": 16,
+        "boundary": "periodic",
+        "architecture": {  # default_tile_network options: (filters, kernel, stride, repeat)
+            "conv_layers": [[32, 4, 2, 1], [64, 3, 2, 1], [64, 3, 1, 2], [32, 3, 1, 1]],
+            "dense_units": [256, 64],
+            "padding": "valid",
+            "activation": "relu",
+        },
+        "tile_network": None,  # path to a user's .keras tile network (replaces architecture)
+        "energy_scale": "auto",  # or a number (eV per tile output)
+    },
+    "targets": ["energy"],
+    "training": {
+        "epochs": 100,
+        "batch_size": 8,
+        "loss": "mse",
+        "loss_per_atom": True,
+        "optimizer": {"learning_rate": 1e-3, "clipnorm": None},
+        # name: constant, cosine, exponential or plateau (reduce on plateau of validation MAE)
+        "schedule": {
+            "name": "cosine",
+            "warmup_epochs": 0,
+            "final_fraction": 0.01,
+            "decay_rate": 0.95,
+            "factor": 0.5,
+            "patience": 5,
+            "min_learning_rate": 1e-6,
+        },
+        "early_stopping": {"patience": 30, "min_delta": 0.0},  # patience 0: off
+        "seed": 0,
+        "shuffle": True,
+        "augment": {"translate": True, "flip": True},  # or true / false for both
+        "cache": True,
+        "workers": 2,
+        "eval_batch_size": 16,
+        "backend": "auto",
+    },
+    "output": {
+        "run_dir": "runs/default",
+        "log_images": True,
+        "log_histograms": True,
+        "keep_checkpoints": 1,
+    },
+}
+
+SCHEDULES = ("constant", "cosine", "exponential", "plateau")
+SPLIT_SOURCES = ("auto", "dataset", "random")
+KNOWN_SPLITS = ("train", "validation", "test", "independent_md", "transfer")
+# Settings that may change when a run is resumed.
+RESUMABLE = ("training.epochs", "training.workers", "training.cache", "training.backend")
+# The residual spread is clamped below by this (eV/atom), so that a nearly perfect
+# reference fit does not blow up the normalisation.
+MIN_SIGMA = 1e-3
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def validate_config(user: dict | None) -> dict:
+    """Merge ``user`` over :data:`DEFAULTS` and check the values; errors name the key."""
+    user = copy.deepcopy(user or {})
+    raster = user.get("raster")
+    if isinstance(raster, dict):
+        for key, hint in (
+            ("species", "set the species in `data.species`"),
+            ("multiple_of", "the image is always a whole number of `model.focus` regions"),
+        ):
+            if key in raster:
+                raise ConfigError(f"Unknown config key `raster.{key}`: {hint}.")
+    training = user.get("training")
+    if isinstance(training, dict) and isinstance(training.get("augment"), bool):
+        training["augment"] = {"translate": training["augment"], "flip": training["augment"]}
+    config = merge(DEFAULTS, user)
+    data, model, train_cfg = config["data"], config["model"], config["training"]
+    path = data["path"]
+    if path is None:
+        raise ConfigError("`data.path` must name the training data (a file, directory or list).")
+    if not (
+        isinstance(path, str) or (isinstance(path, list) and all(isinstance(p, str) for p in path))
+    ):
+        raise ConfigError(f"`data.path` must be a path or a list of paths. Received: {path!r}")
+    species = require(data["species"], list, "data.species")
+    if not species or not all(isinstance(s, str) for s in species):
+        raise ConfigError(f"`data.species` must be a list of symbols. Received: {species!r}")
+    if data["splits"]["source"] not in SPLIT_SOURCES:
+        raise ConfigError(
+            f"`data.splits.source` must be one of {SPLIT_SOURCES}. "
+            f"Received: {data['splits']['source']!r}"
+        )
+    fractions = [data["splits"][k] for k in ("validation", "test")]
+    if not all(isinstance(f, int | float) and 0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
+        raise ConfigError(
+            "`data.splits.validation` and `data.splits.test` must be fractions in [0, 1) "
+            f"summing to less than 1. Received: {fractions}"
+        )
+    fraction = data["train_fraction"]
+    if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise ConfigError(f"`data.train_fraction` must be in (0, 1]. Received: {fraction!r}")
+    targets = require(config["targets"], list, "targets")
+    if not targets or not all(isinstance(t, str) for t in targets):
+        raise ConfigError(f"`targets` must be a non-empty list of names. Received: {targets!r}")
+    for key in ("epochs", "batch_size", "seed", "workers", "eval_batch_size"):
+        value = require(train_cfg[key], int, f"training.{key}")
+        if value < (0 if key in ("epochs", "seed") else 1):
+            raise ConfigError(f"`training.{key}` must be positive. Received: {value}")
+    if train_cfg["loss"] not in ("mse", "mae"):
+        raise ConfigError(
+            f"`training.loss` must be 'mse' or 'mae'. Received: {train_cfg['loss']!r}"
+        )
+    if train_cfg["schedule"]["name"] not in SCHEDULES:
+        raise ConfigError(
+            f"`training.schedule.name` must be one of {SCHEDULES}. "
+            f"Received: {train_cfg['schedule']['name']!r}"
+        )
+    learning_rate = train_cfg["optimizer"]["learning_rate"]
+    if not isinstance(learning_rate, int | float) or learning_rate <= 0:
+        raise ConfigError(
+            f"`training.optimizer.learning_rate` must be positive. Received: {learning_rate!r}"
+        )
+    if model["boundary"] not in ("periodic", "zero"):
+        raise ConfigError(
+            f"`model.boundary` must be 'periodic' or 'zero'. Received: {model['boundary']!r}"
+        )
+    scale = model["energy_scale"]
+    if scale != "auto" and not (isinstance(scale, int | float | list)):
+        raise ConfigError(f"`model.energy_scale` must be 'auto' or a number. Received: {scale!r}")
+    return config
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a training config (YAML) and merge it over :data:`DEFAULTS`."""
+    return validate_config(load_yaml(path))
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _resumed_config(run_dir: Path, config: dict | None) -> dict:
+    saved = validate_config(load_yaml(run_dir / MARKER))
+    if config is None:
+        return saved
+    old, new = _flatten(saved), _flatten(config)
+    changed = sorted(
+        key
+        for key in set(old) | set(new)
+        if old.get(key) != new.get(key) and key not in RESUMABLE and not key.startswith("output.")
+    )
+    if changed:
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"--resume needs the configuration the run in {run_dir} was started with; only "
+            f"{', '.join(RESUMABLE)} may change. Received changes: {detail}"
+        )
+    resumed = copy.deepcopy(saved)
+    for key in RESUMABLE:
+        section, name = key.split(".")
+        resumed[section][name] = config[section][name]
+    resumed["output"] = config["output"]
+    return resumed
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def raster_spec(config: dict):
+    """The :class:`ednn.raster.RasterSpec` of a config: raster fields, species, focus."""
+    from ednn.raster import RasterSpec
+
+    focus = config["model"]["focus"]
+    return RasterSpec(
+        species=tuple(config["data"]["species"]),
+        multiple_of=tuple(focus) if isinstance(focus, list) else focus,
+        **config["raster"],
+    )
+
+
+def _assign_splits(data: ImageSet, config: dict, saved: dict | None) -> tuple[np.ndarray, dict]:
+    settings = config["data"]["splits"]
+    if saved is not None:  # a resumed run uses exactly the structures it started with
+        lookup = {i: s for s, ids in saved["ids"].items() for i in ids}
+        missing = sorted(set(lookup) - set(data.ids))
+        if missing:
+            raise readers.DataError(
+                f"The run was started with structures that the data no longer holds: "
+                f"{readers.format_items(missing)}."
+            )
+        splits = np.array([lookup.get(i, "") for i in data.ids], dtype=object)
+        return splits, saved
+    source = settings["source"]
+    own = data.splits
+    complete = all(s in KNOWN_SPLITS for s in own)
+    usable = complete and np.any(own == "train") and np.any(own == "validation")
+    if source == "dataset" and not complete:
+        bad = [i for i, s in zip(data.ids, own, strict=True) if s not in KNOWN_SPLITS]
+        raise readers.DataError(
+            "`data.splits.source: dataset` needs every structure to carry a split "
+            f"(splits.json or info['split']). Received none for {readers.format_items(bad)}."
+        )
+    if source == "dataset" or (source == "auto" and usable):
+        splits, used = own.copy(), "dataset"
+    else:
+        fractions = {"validation": settings["validation"], "test": settings["test"]}
+        splits, used = random_split(data.groups, fractions, seed=settings["seed"]), "random"
+    fraction = config["data"]["train_fraction"]
+    if fraction < 1:
+        train = np.flatnonzero(splits == "train")
+        rng = np.random.default_rng([settings["seed"], 1])
+        keep = rng.choice(train, size=max(1, round(fraction * len(train))), replace=False)
+        splits[np.setdiff1d(train, keep)] = "unused"
+    record = {
+        "source": used,
+        "seed": settings["seed"],
+        "train_fraction": fraction,
+        "counts": {s: int(np.sum(splits == s)) for s in (*KNOWN_SPLITS, "unused")},
+        "ids": {
+            s: [i for i, t in zip(data.ids, splits, strict=True) if t == s] for s in KNOWN_SPLITS
+        },
+    }
+    return splits, record
+
+
+def _sizes(data: ImageSet, focus: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(size per structure, tiles per structure, per_atom): atoms, or tiles if unknown."""
+    n_tiles = (data.shapes[:, 0] // focus[0]) * (data.shapes[:, 1] // focus[1])
+    per_atom = bool(len(data)) and bool(np.all(data.n_atoms > 0))
+    sizes = data.n_atoms if per_atom else n_tiles
+    return sizes.astype(np.float64), n_tiles.astype(np.float64), per_atom
+
+
+# --- model and optimizer -----------------------------------------------------------------
+
+
+def _as_pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, list | tuple) else (value, value)
+
+
+def _build_model(config, spec, n_channels, normalisation, metadata, tile_network):
+    from ednn.model import build_ednn
+
+    model_cfg = config["model"]
+    network = tile_network if tile_network is not None else model_cfg["tile_network"]
+    options = {} if network is not None else dict(model_cfg["architecture"])
+    if options.get("conv_layers") is not None:
+        options["conv_layers"] = [tuple(layer) for layer in options["conv_layers"]]
+    return build_ednn(
+        _as_pair(model_cfg["focus"]),
+        _as_pair(model_cfg["context"]),
+        n_channels=n_channels,
+        n_targets=len(config["targets"]),
+        tile_network=network,
+        boundary=model_cfg["boundary"],
+        metadata=metadata,
+        energy_scale=normalisation["energy_scale"],
+        energy_shift_per_tile=normalisation["energy_shift_per_tile"],
+        **options,
+    )
+
+
+def _learning_rate(config: dict, steps_per_epoch: int, epochs: int):
+    import keras
+
+    settings = config["training"]["schedule"]
+    rate = float(config["training"]["optimizer"]["learning_rate"])
+    name = settings["name"]
+    if name in ("constant", "plateau"):
+        return rate
+    if name == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            rate, decay_steps=steps_per_epoch, decay_rate=float(settings["decay_rate"])
+        )
+    warmup = int(settings["warmup_epochs"]) * steps_per_epoch
+    total = max(1, epochs * steps_per_epoch - warmup)
+    if warmup:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, total, alpha=settings["final_fraction"], warmup_target=rate, warmup_steps=warmup
+        )
+    return keras.optimizers.schedules.CosineDecay(rate, total, alpha=settings["final_fraction"])
+
+
+def _make_optimizer(config: dict, model, steps_per_epoch: int, epochs: int):
+    import keras
+
+    clipnorm = config["training"]["optimizer"]["clipnorm"]
+    optimizer = keras.optimizers.Adam(
+        learning_rate=_learning_rate(config, steps_per_epoch, epochs), clipnorm=clipnorm
+    )
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def _current_lr(optimizer) -> float:
+    return float(np.asarray(optimizer.learning_rate))
+
+
+# --- steps -------------------------------------------------------------------------------
+
+
+def _make_steps(model, optimizer, backend, n_channels, n_targets, sigma, settings, per_atom):
+    """Compiled train and evaluation steps.
+
+    Each returns the sums ``[loss, |error|, error², structures, values]`` over its share, the
+    errors in eV/atom (eV per structure when atom counts are unknown).
+    """
+    import tensorflow as tf
+
+    sigma = tf.constant(np.asarray(sigma, dtype=np.float32).reshape(1, n_targets))
+    mean_size = tf.constant(float(settings["mean_size"]), tf.float32)
+    square = settings["loss"] == "mse"
+    per_size = settings["loss_per_atom"]
+    n_processes = float(backend.size)
+    signature = [
+        tf.TensorSpec((None, None, None, n_channels), tf.float32),
+        tf.TensorSpec((None, n_targets), tf.float32),
+        tf.TensorSpec((None,), tf.float32),
+        tf.TensorSpec((None,), tf.float32),
+    ]
+
+    def statistics(images, targets, sizes, mask, training):
+        predicted = model(images, training=training)
+        error = predicted - targets
+        scale = sizes[:, None] if per_size else mean_size
+        scaled = error / (sigma * scale)
+        per_structure = tf.reduce_mean(scaled**2 if square else tf.abs(scaled), axis=1)
+        loss = tf.reduce_sum(per_structure * mask)
+        # Metrics: eV per atom (or per structure when atom counts are unknown).
+        per = (error / sizes[:, None] if per_atom else error) * mask[:, None]
+        count = tf.reduce_sum(mask)
+        return loss, tf.stack(
+            [loss, tf.reduce_sum(tf.abs(per)), tf.reduce_sum(per**2), count, count * n_targets]
+        )
+
+    @tf.function(input_signature=[*signature, tf.TensorSpec((), tf.int32)])
+    def train_step(images, targets, sizes, mask, n_global):
+        with tf.GradientTape() as tape:
+            loss, stats = statistics(images, targets, sizes, mask, True)
+            # The gradient of this, averaged over processes, is that of the mean loss over
+            # the global batch, whatever the number of processes.
+            objective = loss * (n_processes / tf.cast(n_global, tf.float32))
+        variables = model.trainable_variables
+        gradients = backend.allreduce_mean(tape.gradient(objective, variables))
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        return stats
+
+    @tf.function(input_signature=signature)
+    def eval_step(images, targets, sizes, mask):
+        return statistics(images, targets, sizes, mask, False)[1]
+
+    return train_step, eval_step
+
+
+def _summarise(sums: np.ndarray, backend) -> dict[str, float]:
+    import tensorflow as tf
+
+    # Means of per-process sums: their ratios are those of the global sums.
+    total = np.asarray(backend.allreduce_mean([tf.constant(sums, tf.float64)])[0], np.float64)
+    structures, values = max(total[3], 1.0), max(total[4], 1.0)
+    return {
+        "loss": float(total[0] / structures),
+        "mae": float(1000.0 * total[1] / values),
+        "rmse": float(1000.0 * math.sqrt(total[2] / values)),
+    }
+
+
+# --- TensorBoard -------------------------------------------------------------------------
+
+
+def _log_epoch(writers, model, epoch, train_stats, val_stats, lr, unit, example, log_cfg):
+    import tensorflow as tf
+
+    tag = unit.replace("meV/", "meV_per_")
+    with writers["train"].as_default(step=epoch):
+        tf.summary.scalar("loss", train_stats["loss"])
+        tf.summary.scalar(f"mae_{tag}", train_stats["mae"])
+        tf.summary.scalar(f"rmse_{tag}", train_stats["rmse"])
+        tf.summary.scalar("learning_rate", lr)
+        if log_cfg["log_histograms"]:
+            for variable in model.trainable_variables:
+                tf.summary.histogram(f"weights/{variable.path}", variable, step=epoch)
+    if val_stats is not None:
+        with writers["validation"].as_default(step=epoch):
+            tf.summary.scalar("loss", val_stats["loss"])
+            tf.summary.scalar(f"mae_{tag}", val_stats["mae"])
+            tf.summary.scalar(f"rmse_{tag}", val_stats["rmse"])
+    if log_cfg["log_images"] and example is not None:
+        image, name = example
+        tile_map = np.asarray(model.tile_outputs(image[None], training=False))[0, :, :, 0]
+        # Each focus region as a block of pixels, so the map lines up with the raster.
+        focus = model.focus
+        blocks = np.kron(tile_map, np.ones(focus))
+        with writers["validation"].as_default(step=epoch):
+            tf.summary.image(f"raster/{name}", _unit_range(image[:, :, 0])[None, ::-1, :, None])
+            tf.summary.image("tile_energy_map", _unit_range(blocks)[None, ::-1, :, None])
+    for writer in writers.values():
+        writer.flush()
+
+
+def _unit_range(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    return ((values - low) / (high - low if high > low else 1.0)).astype(np.float32)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _fresh_state(seed: int) -> dict:
+    return {
+        "epoch": 0,
+        "global_step": 0,
+        "seed": seed,
+        "best": {"epoch": 0, "mae": None},
+        "epochs_since_best": 0,
+        "plateau": {"best": None, "wait": 0},
+        "stopped_early": False,
+        "history": [],
+    }
+
+
+def _say(chief: bool, message: str) -> None:
+    if chief:
+        print(message, flush=True)
+
+
+def train(
+    config: dict,
+    out: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    epochs: int | None = None,
+    progress: bool = True,
+    tile_network=None,
+) -> dict:
+    """Train an EDNN as ``config`` says; returns a summary (metrics, history, paths).
+
+    Parameters
+    ----------
+    config : dict
+        A user configuration (merged over :data:`DEFAULTS` here) or a merged one.
+    out : path, optional
+        Run directory; ``config["output"]["run_dir"]`` by default.
+    resume : bool
+        Continue the run in ``out`` from its last checkpoint (a fresh start if it has none).
+    overwrite : bool
+        Replace an existing run directory.
+    epochs : int, optional
+        Override ``training.epochs`` (the total, counting epochs already run).
+    progress : bool
+        Show a progress bar.
+    tile_network : keras.Model, optional
+        A user's tile network mapping ``(batch, T, T, C)`` tiles to ``(batch, n_targets)``;
+        replaces ``model.architecture`` and ``model.tile_network``.
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``best_epoch``, ``epochs_run``, ``metrics`` (per split, meV/atom),
+        ``history`` (one dict per epoch), ``reference_energies``.
+    """
+    import keras
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from ednn.distributed import get_backend
+    from ednn.evaluate import evaluate, write_metrics
+
+    config = validate_config(config)
+    if epochs is not None:
+        config["training"]["epochs"] = require(epochs, int, "epochs")
+    backend = get_backend(config["training"]["backend"])
+    chief = backend.is_chief
+    run_dir = Path(out if out is not None else config["output"]["run_dir"])
+    if chief:
+        resuming = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    backend.barrier()
+    if not chief:
+        resuming = resume and (run_dir / MARKER).exists()
+    if resuming:
+        config = _resumed_config(run_dir, config)
+    if chief:
+        (run_dir / MARKER).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    settings = config["training"]
+    total_epochs, seed = settings["epochs"], settings["seed"]
+    focus = _as_pair(config["model"]["focus"])
+
+    # Data: read, split, images.
+    spec = raster_spec(config)
+    data = load_image_set(
+        config["data"]["path"],
+        spec,
+        format=config["data"]["format"],
+        targets=config["targets"],
+        spacing_tolerance=config["data"]["spacing_tolerance"],
+    )
+    saved_split = None
+    if resuming and (run_dir / "split.json").exists():
+        saved_split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    splits, split_record = _assign_splits(data, config, saved_split)
+    data = data.subset(np.flatnonzero(np.isin(splits, KNOWN_SPLITS)))
+    data.splits = splits[np.isin(splits, KNOWN_SPLITS)]
+    if chief and saved_split is None:
+        from ednn import _io
+
+        _io.atomic_write_text(run_dir / "split.json", json.dumps(split_record, indent=1))
+    train_set, val_set = data.split("train"), data.split("validation")
+    if not len(train_set):
+        raise readers.DataError("The training split is empty; check `data.splits`.")
+    _say(chief, f"ednn train: {len(data)} structures " + json.dumps(split_record["counts"]))
+    if settings["cache"]:
+        with tqdm(
+            total=len(data), desc="rasterizing", unit="image", disable=not (chief and progress)
+        ) as bar:
+            data.cache(workers=settings["workers"], progress=bar.update)
+        train_set, val_set = data.split("train"), data.split("validation")
+
+    # Reference energies and normalisation (from the training split only).
+    n_targets = len(config["targets"])
+    references = (
+        fit_reference_energies(train_set.counts, train_set.targets)
+        if data.counts is not None
+        else np.zeros((0, n_targets))
+    )
+
+    def residual(part: ImageSet) -> np.ndarray:
+        if part.counts is None:
+            return part.targets.copy()
+        return part.targets - part.counts @ references
+
+    train_sizes, train_tiles, per_atom = _sizes(train_set, focus)
+    train_residual = residual(train_set)
+    sigma = np.maximum(np.std(train_residual / train_sizes[:, None], axis=0), MIN_SIGMA)
+    scale_cfg = config["model"]["energy_scale"]
+    scale = sigma * np.mean(train_sizes / train_tiles) if scale_cfg == "auto" else scale_cfg
+    # Structures give the per-species references; bare images only a mean energy per tile.
+    shift = np.zeros(n_targets)
+    if data.counts is None:
+        shift = np.mean(train_residual / train_tiles[:, None], axis=0)
+    normalisation = {
+        "energy_scale": _per_target(scale, n_targets),
+        "energy_shift_per_tile": _per_target(shift, n_targets),
+    }
+    unit = "meV/atom" if per_atom else "meV/structure"
+    reference_table = {
+        symbol: (float(row[0]) if n_targets == 1 else row.tolist())
+        for symbol, row in zip(data.species, references, strict=False)
+    }
+    _say(
+        chief,
+        f"ednn train: reference energies (eV/atom) {reference_table}; residual "
+        f"spread {1000 * sigma.max():.1f} meV/{'atom' if per_atom else 'tile'}",
+    )
+    metadata = {
+        "units": "eV",
+        "target_names": list(config["targets"]),
+        "reference_energies": reference_table,
+        "provenance": {
+            "data": config["data"]["path"],
+            "split": {k: v for k, v in split_record.items() if k != "ids"},
+            "residual_sigma_eV": sigma.tolist(),
+            "engine": _engine_of(data),
+        },
+    }
+    if data.spec is not None:
+        metadata["raster"] = spec.to_dict()
+
+    # Model and optimizer, fresh or from the last checkpoint.
+    keras.utils.set_random_seed(seed)
+    steps_per_epoch = len(batch_plan(train_set.shapes, settings["batch_size"], shuffle=False))
+    state = _fresh_state(seed)
+    checkpoint = latest_checkpoint(run_dir) if resuming else None
+    if checkpoint is not None:
+        model, optimizer_values, state = load_checkpoint(checkpoint)
+        optimizer = _make_optimizer(config, model, steps_per_epoch, total_epochs)
+        restore_optimizer(optimizer, optimizer_values, state.pop("optimizer_variables"))
+        _say(
+            chief,
+            f"ednn train: resumed {run_dir} after epoch {state['epoch']} "
+            f"(step {int(optimizer.iterations.numpy())})",
+        )
+    else:
+        model = _build_model(config, spec, data.n_channels, normalisation, metadata, tile_network)
+        optimizer = _make_optimizer(config, model, steps_per_epoch, total_epochs)
+    backend.broadcast_variables(list(model.variables) + list(optimizer.variables))
+
+    step_settings = {
+        "loss": settings["loss"],
+        "loss_per_atom": settings["loss_per_atom"],
+        "mean_size": float(np.mean(train_sizes)),
+    }
+    train_step, eval_step = _make_steps(
+        model, optimizer, backend, data.n_channels, n_targets, sigma, step_settings, per_atom
+    )
+    val_sizes = _sizes(val_set, focus)[0] if len(val_set) else None
+    val_residual = residual(val_set) if len(val_set) else None
+    monitor = "validation" if len(val_set) else "train"
+    if not len(val_set):
+        _say(chief, "ednn train: no validation split; the best model is chosen by training MAE")
+
+    writers = {}
+    if chief:
+        writers = {
+            name: tf.summary.create_file_writer(str(run_dir / "logs" / name))
+            for name in ("train", "validation")
+        }
+        _say(chief, f"ednn train: TensorBoard: tensorboard --logdir {run_dir / 'logs'}")
+    example_set = val_set if len(val_set) else train_set
+    example = (example_set.image(0), spec.channel_names[0] if data.spec else "channel0")
+
+    augment = settings["augment"] if any(settings["augment"].values()) else None
+    start = state["epoch"]
+    bar = tqdm(
+        total=max(0, total_epochs - start) * steps_per_epoch,
+        desc="training",
+        unit="step",
+        disable=not (chief and progress),
+        dynamic_ncols=True,
+    )
+    patience = config["training"]["early_stopping"]["patience"]
+    min_delta = config["training"]["early_stopping"]["min_delta"]
+    try:
+        for epoch in range(start, total_epochs):
+            if patience and state["epochs_since_best"] >= patience:
+                state["stopped_early"] = True
+                break
+            began = time.perf_counter()
+            keras.utils.set_random_seed(seed + epoch)
+            plan = batch_plan(
+                train_set.shapes,
+                settings["batch_size"],
+                seed=seed,
+                epoch=epoch,
+                shuffle=settings["shuffle"],
+            )
+            stream = make_tf_dataset(
+                train_set,
+                plan,
+                train_residual,
+                sizes=train_sizes,
+                augment=augment,
+                seed=seed,
+                epoch=epoch,
+                rank=backend.rank,
+                size=backend.size,
+                workers=settings["workers"],
+            )
+            sums = np.zeros(5)
+            for images, targets, sizes, mask, n_global in stream:
+                sums += train_step(images, targets, sizes, mask, n_global).numpy()
+                state["global_step"] += 1
+                bar.set_postfix_str(f"epoch {epoch + 1}/{total_epochs}", refresh=False)
+                bar.update()
+            train_stats = _summarise(sums, backend)
+            val_stats = None
+            if len(val_set):
+                val_stats = _evaluate_sums(
+                    eval_step,
+                    val_set,
+                    val_residual,
+                    val_sizes,
+                    settings["eval_batch_size"],
+                    backend,
+                )
+            lr = _current_lr(optimizer)
+            watched = (val_stats or train_stats)["mae"]
+            if config["training"]["schedule"]["name"] == "plateau":
+                _plateau(optimizer, state["plateau"], watched, config["training"]["schedule"])
+            state["epoch"] = epoch + 1
+            best = state["best"]["mae"]
+            if best is None or watched < best - min_delta:
+                state["best"] = {"epoch": epoch + 1, "mae": watched}
+                state["epochs_since_best"] = 0
+                if chief:
+                    save_model_atomic(model, run_dir / "best.keras")
+            else:
+                state["epochs_since_best"] += 1
+            record = {
+                "epoch": epoch + 1,
+                "train": train_stats,
+                "validation": val_stats,
+                "learning_rate": lr,
+                "time_s": round(time.perf_counter() - began, 3),
+            }
+            state["history"].append(record)
+            if chief:
+                _log_epoch(
+                    writers,
+                    model,
+                    epoch + 1,
+                    train_stats,
+                    val_stats,
+                    lr,
+                    unit,
+                    example,
+                    config["output"],
+                )
+                save_checkpoint(
+                    run_dir, model, optimizer, state, config["output"]["keep_checkpoints"]
+                )
+                val_text = f", validation MAE {val_stats['mae']:.2f}" if val_stats else ""
+                bar.write(
+                    f"epoch {epoch + 1}/{total_epochs}: train MAE {train_stats['mae']:.2f}"
+                    f"{val_text} {unit}, lr {lr:.2e}, {record['time_s']:.1f} s"
+                )
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.close()
+    if state["stopped_early"]:
+        _say(chief, f"ednn train: early stop: no {monitor} improvement in {patience} epochs")
+
+    # Final model and metrics, from the best checkpoint.
+    metrics: dict = {}
+    if chief:
+        save_model_atomic(model, run_dir / "model.keras")
+        best_path = run_dir / "best.keras"
+        best_model = (
+            keras.saving.load_model(best_path, compile=False) if best_path.exists() else model
+        )
+        metrics = {
+            "model": best_path.name if best_path.exists() else "model.keras",
+            "best_epoch": state["best"]["epoch"],
+            "monitor": f"{monitor} MAE",
+            "unit": unit,
+            "splits": evaluate(best_model, data, batch_size=settings["eval_batch_size"]),
+            "reference_energies_eV_per_atom": reference_table,
+            "epochs_run": state["epoch"],
+            "stopped_early": state["stopped_early"],
+            "mean_epoch_time_s": (
+                float(np.mean([h["time_s"] for h in state["history"]]))
+                if state["history"]
+                else None
+            ),
+            "n_structures": split_record["counts"],
+            "history": state["history"],
+        }
+        write_metrics(run_dir / "metrics.json", metrics)
+        for name, values in metrics["splits"].items():
+            if "mae" in values:
+                _say(
+                    chief,
+                    f"ednn train: {name}: MAE {values['mae']:.2f} RMSE {values['rmse']:.2f} "
+                    f"{values['unit']} ({values['n']} structures)",
+                )
+        _say(chief, f"ednn train: best model {best_path}")
+    backend.barrier()
+    return {
+        "run_dir": str(run_dir),
+        "best_epoch": state["best"]["epoch"],
+        "epochs_run": state["epoch"],
+        "metrics": metrics.get("splits", {}),
+        "history": state["history"],
+        "reference_energies": reference_table,
+    }
+
+
+def _per_target(value, n_targets: int) -> float | list[float]:
+    values = np.broadcast_to(np.asarray(value, dtype=np.float64), (n_targets,))
+    return float(values[0]) if n_targets == 1 else values.tolist()
+
+
+def _engine_of(data: ImageSet) -> dict:
+    frames = data.frames_ or []
+    if not frames:
+        return {}
+    info = frames[0].info
+    return {k: info[k] for k in ("engine", "engine_version", "method") if k in info}
+
+
+def _evaluate_sums(eval_step, part, residual_values, sizes, batch_size, backend):
+    from ednn.data.dataset import shard
+
+    sums = np.zeros(5)
+    for batch in batch_plan(part.shapes, batch_size, shuffle=False):
+        mine = shard(batch, backend.rank, backend.size)
+        if not len(mine):
+            continue
+        images = np.stack(part.images(mine)).astype(np.float32, copy=False)
+        targets = residual_values[mine].astype(np.float32)
+        mask = np.ones(len(mine), np.float32)
+        sums += eval_step(images, targets, sizes[mine].astype(np.float32), mask).numpy()
+    return _summarise(sums, backend)
+
+
+def _plateau(optimizer, plateau: dict, value: float, settings: dict) -> None:
+    """Reduce-on-plateau: scale the learning rate by `factor` after `patience` flat epochs."""
+    if plateau["best"] is None or value < plateau["best"]:
+        plateau["best"], plateau["wait"] = value, 0
+        return
+    plateau["wait"] += 1
+    if plateau["wait"] >= settings["patience"]:
+        rate = max(_current_lr(optimizer) * settings["factor"], settings["min_learning_rate"])
+        optimizer.learning_rate = rate
+        plateau["wait"] = 0
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ednn train CONFIG.yaml [--out RUN_DIR] [--resume] [--epochs N]``."""
+    parser = argparse.ArgumentParser(
+        prog="ednn train",
+        description="Train an EDNN from a YAML config (merged over the defaults), with "
+        "TensorBoard logs and resumable checkpoints.",
+    )
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help="YAML config (see configs/train_default.yaml); optional "
+        "with --resume, which reads RUN_DIR/config.yaml",
+    )
+    parser.add_argument("--out", help="run directory (default: output.run_dir of the config)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
+    parser.add_argument("--epochs", type=int, help="total epochs (overrides training.epochs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        if args.config is not None:
+            user = load_yaml(args.config)
+        elif args.resume and args.out:
+            user = load_yaml(Path(args.out) / MARKER)
+        else:
+            parser.error("CONFIG is required unless --resume and --out name a run directory")
+        train(
+            user,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            epochs=args.epochs,
+            progress=not args.no_progress,
+        )
+    except (ConfigError, RunDirError, readers.DataError, StructureFileError) as err:
+        print(f"ednn train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "ednn train: interrupted; continue with `ednn train --resume --out RUN_DIR`",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Tests of streaming giant-sheet evaluation against the in-memory model(rasterize(...))."""
+
+import keras
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import graphene
+
+from ednn import cells, raster
+from ednn.model import build_ednn
+from ednn.stream import evaluate_repeat, evaluate_sheet, model_raster_spec
+
+SPEC = raster.RasterSpec(spacing=0.25, sigma=0.3)
+VALID_NET = {"conv_layers": [(4, 3, 2, 1), (4, 3, 1, 1)], "dense_units": [8], "padding": "valid"}
+SAME_NET = {"conv_layers": [(4, 3, 2, 1)], "dense_units": [8]}
+
+
+def make_model(boundary="periodic", context=6, net=VALID_NET, n_targets=1):
+    # Focus 8 px = 2 Å; a 20-pixel tile.
+    keras.utils.set_random_seed(0)
+    return build_ednn(
+        8, context, n_channels=SPEC.n_channels, n_targets=n_targets, boundary=boundary,
+        metadata={"raster": SPEC.to_dict()}, **net,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fused_model():
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def rippled_sheet():
+    # 7 x 5 rectangular graphene cells: an 80 x 72 px image, 10 x 9 focus regions.
+    sheet = cells.to_rectangular(graphene(vacuum=10.0)) * (7, 5, 1)
+    rng = np.random.default_rng(0)
+    sheet.positions[:, 2] += rng.normal(0.0, 0.2, len(sheet))
+    sheet.numbers[rng.random(len(sheet)) < 0.2] = 5
+    return sheet
+
+
+def in_memory(model, atoms):
+    image = raster.rasterize(atoms, model_raster_spec(model))[None]
+    return float(model(image)[0, 0]), model.tile_outputs(image)[0].numpy()
+
+
+def assert_relative(actual, expected, tol=1e-5):
+    scale = np.abs(np.asarray(expected)).max()
+    assert np.abs(np.asarray(actual) - np.asarray(expected)).max() <= tol * scale
+
+
+@pytest.mark.parametrize("band_rows", [1, 4])
+def test_periodic_sheet_in_bands_equals_in_memory_evaluation(fused_model, rippled_sheet, band_rows):
+    # 9 rows of focus regions: bands of 4 leave a band of 1, not aligned with the cells.
+    energy, tile_map = in_memory(fused_model, rippled_sheet)
+    result = evaluate_sheet(fused_model, rippled_sheet, band_rows=band_rows, return_map=True)
+    assert result.timings["path"] == "fused"
+    assert result.timings["n_bands"] == -(-9 // band_rows)
+    assert result.n_atoms == len(rippled_sheet)
+    assert_relative(result.energy_eV, energy)
+    assert_relative(result.per_region_map, tile_map)
+
+
+def test_bands_split_along_x_equal_in_memory_evaluation(fused_model, rippled_sheet):
+    energy, _ = in_memory(fused_model, rippled_sheet)
+    result = evaluate_sheet(fused_model, rippled_sheet, band_rows=2, regions_per_band=3)
+    assert result.timings["n_bands"] == 5 * 4
+    assert_relative(result.energy_eV, energy)
+
+
+def test_unfusable_model_streams_tiles_in_batches(rippled_sheet):
+    model = make_model(net=SAME_NET, n_targets=2)
+    assert model.fused_network is None
+    image = raster.rasterize(rippled_sheet, model_raster_spec(model))[None]
+    result = evaluate_sheet(model, rippled_sheet, band_rows=3, batch_size=7, progress=True)
+    assert result.timings["path"] == "tiles"
+    assert_relative(result.values, model(image)[0].numpy())
+
+
+def test_zero_boundary_flake_equals_in_memory_evaluation(rippled_sheet):
+    model = make_model(boundary="zero")
+    flake = rippled_sheet.copy()
+    flake.pbc = False
+    energy, tile_map = in_memory(model, flake)
+    result = evaluate_sheet(model, flake, band_rows=3, return_map=True)
+    assert_relative(result.energy_eV, energy)
+    assert_relative(result.per_region_map, tile_map)
+
+
+def test_halo_wider_than_a_small_sheet_wraps_like_tiling():
+    model = make_model(context=14)
+    sheet = cells.to_rectangular(graphene(vacuum=10.0)) * (3, 2, 1)  # 32 x 32 px
+    energy, _ = in_memory(model, sheet)
+    assert_relative(evaluate_sheet(model, sheet, band_rows=1).energy_eV, energy)
+
+
+def whole_region_cell(seed=0):
+    # 6 Å x 4 Å: exactly 24 x 16 px of 0.25 Å, i.e. 3 x 2 focus regions of 8 px.
+    rng = np.random.default_rng(seed)
+    positions = np.column_stack([rng.random(6) * 6.0, rng.random(6) * 4.0, rng.normal(5, 0.3, 6)])
+    return Atoms("C3BN2", positions=positions, cell=[6.0, 4.0, 10.0], pbc=True)
+
+
+def test_repeat_of_whole_region_cell_is_nx_ny_times_cell_energy(fused_model):
+    cell = whole_region_cell()
+    single = evaluate_sheet(fused_model, cell).energy_eV
+    repeated = evaluate_repeat(fused_model, cell, 5, 3, band_rows=2)
+    assert repeated.n_atoms == 15 * len(cell)
+    assert_relative(repeated.energy_eV, 15 * single)
+    assert_relative(repeated.energy_eV, evaluate_sheet(fused_model, cell.repeat((5, 3, 1))).energy_eV)
+
+
+def test_repeat_equals_evaluating_the_repeated_atoms(fused_model):
+    # 3 x 2 graphene cells do not fill whole focus regions: the grid is fitted to the repeat.
+    cell = cells.to_rectangular(graphene(vacuum=10.0)) * (3, 2, 1)
+    cell.positions[:, 2] += np.random.default_rng(1).normal(0.0, 0.2, len(cell))
+    expected = evaluate_sheet(fused_model, cell.repeat((4, 3, 1))).energy_eV
+    result = evaluate_repeat(fused_model, cell, 4, 3, band_rows=3, regions_per_band=5)
+    assert_relative(result.energy_eV, expected)
+
+
+class _Rank:
+    """A fake backend: rank `rank` of 2 whose allreduce keeps the local value."""
+
+    size = 2
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def allreduce_sum(self, value):
+        return value
+
+
+def test_bands_are_dealt_round_robin_to_ranks(fused_model, rippled_sheet):
+    full = evaluate_sheet(fused_model, rippled_sheet, band_rows=2).energy_eV
+    parts = [
+        evaluate_sheet(fused_model, rippled_sheet, band_rows=2, backend=_Rank(rank)).energy_eV
+        for rank in (0, 1)
+    ]
+    assert parts[0] != pytest.approx(full)
+    assert_relative(sum(parts), full)
+
+
+def test_model_without_raster_metadata_raises():
+    keras.utils.set_random_seed(0)
+    model = build_ednn(8, 6, n_channels=4, **VALID_NET)
+    with pytest.raises(ValueError, match=r"metadata\['raster'\]"):
+        evaluate_sheet(model, whole_region_cell())
