@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ednn import _io
 from ednn.checkpoint import (
     MARKER,
     RunDirError,
@@ -56,6 +58,7 @@ from ednn.data.dataset import (
     load_image_set,
     make_tf_dataset,
     random_split,
+    shard,
 )
 from ednn.structio import StructureFileError
 
@@ -315,14 +318,6 @@ def _assign_splits(data: ImageSet, config: dict, saved: dict | None) -> tuple[np
     return splits, record
 
 
-def _sizes(data: ImageSet, focus: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(size per structure, tiles per structure, per_atom): atoms, or tiles if unknown."""
-    n_tiles = (data.shapes[:, 0] // focus[0]) * (data.shapes[:, 1] // focus[1])
-    per_atom = bool(len(data)) and bool(np.all(data.n_atoms > 0))
-    sizes = data.n_atoms if per_atom else n_tiles
-    return sizes.astype(np.float64), n_tiles.astype(np.float64), per_atom
-
-
 # --- model and optimizer -----------------------------------------------------------------
 
 
@@ -330,7 +325,7 @@ def _as_pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, list | tuple) else (value, value)
 
 
-def _build_model(config, spec, n_channels, normalisation, metadata, tile_network):
+def _build_model(config, n_channels, normalisation, metadata, tile_network):
     from ednn.model import build_ednn
 
     model_cfg = config["model"]
@@ -391,7 +386,7 @@ def _current_lr(optimizer) -> float:
 # --- steps -------------------------------------------------------------------------------
 
 
-def _make_steps(model, optimizer, backend, n_channels, n_targets, sigma, settings, per_atom):
+def _make_steps(model, optimizer, backend, train: ImageSet, targets: Targets, settings: dict):
     """Compiled train and evaluation steps.
 
     Each returns the sums ``[loss, |error|, error², structures, values]`` over its share, the
@@ -399,10 +394,12 @@ def _make_steps(model, optimizer, backend, n_channels, n_targets, sigma, setting
     """
     import tensorflow as tf
 
-    sigma = tf.constant(np.asarray(sigma, dtype=np.float32).reshape(1, n_targets))
-    mean_size = tf.constant(float(settings["mean_size"]), tf.float32)
+    n_targets, n_channels = len(targets.sigma), train.n_channels
+    sigma = tf.constant(targets.sigma.astype(np.float32).reshape(1, n_targets))
+    mean_size = tf.constant(float(np.mean(targets.sizes(train))), tf.float32)
     square = settings["loss"] == "mse"
     per_size = settings["loss_per_atom"]
+    per_atom = targets.per_atom
     n_processes = float(backend.size)
     signature = [
         tf.TensorSpec((None, None, None, n_channels), tf.float32),
@@ -460,42 +457,215 @@ def _summarise(sums: np.ndarray, backend) -> dict[str, float]:
 # --- TensorBoard -------------------------------------------------------------------------
 
 
-def _log_epoch(writers, model, epoch, train_stats, val_stats, lr, unit, example, log_cfg):
-    import tensorflow as tf
+class _TensorBoard:
+    """Event files in ``RUN/logs/train`` and ``RUN/logs/validation`` (chief only)."""
 
-    tag = unit.replace("meV/", "meV_per_")
-    with writers["train"].as_default(step=epoch):
-        tf.summary.scalar("loss", train_stats["loss"])
-        tf.summary.scalar(f"mae_{tag}", train_stats["mae"])
-        tf.summary.scalar(f"rmse_{tag}", train_stats["rmse"])
-        tf.summary.scalar("learning_rate", lr)
-        if log_cfg["log_histograms"]:
-            for variable in model.trainable_variables:
-                tf.summary.histogram(f"weights/{variable.path}", variable, step=epoch)
-    if val_stats is not None:
-        with writers["validation"].as_default(step=epoch):
-            tf.summary.scalar("loss", val_stats["loss"])
-            tf.summary.scalar(f"mae_{tag}", val_stats["mae"])
-            tf.summary.scalar(f"rmse_{tag}", val_stats["rmse"])
-    if log_cfg["log_images"] and example is not None:
-        image, name = example
-        tile_map = np.asarray(model.tile_outputs(image[None], training=False))[0, :, :, 0]
-        # Each focus region as a block of pixels, so the map lines up with the raster.
-        focus = model.focus
-        blocks = np.kron(tile_map, np.ones(focus))
-        with writers["validation"].as_default(step=epoch):
-            tf.summary.image(f"raster/{name}", _unit_range(image[:, :, 0])[None, ::-1, :, None])
-            tf.summary.image("tile_energy_map", _unit_range(blocks)[None, ::-1, :, None])
-    for writer in writers.values():
-        writer.flush()
+    def __init__(self, run_dir: Path, settings: dict, unit: str, example: tuple | None):
+        import tensorflow as tf
+
+        self.writers = {
+            name: tf.summary.create_file_writer(str(run_dir / "logs" / name))
+            for name in ("train", "validation")
+        }
+        self.settings = settings
+        self.suffix = unit.replace("meV/", "meV_per_")  # mae_meV_per_atom
+        self.example = example
+
+    def log(self, epoch: int, model, train_stats: dict, val_stats: dict | None, lr: float):
+        import tensorflow as tf
+
+        for name, stats in (("train", train_stats), ("validation", val_stats)):
+            if stats is None:
+                continue
+            with self.writers[name].as_default(step=epoch):
+                tf.summary.scalar("loss", stats["loss"])
+                tf.summary.scalar(f"mae_{self.suffix}", stats["mae"])
+                tf.summary.scalar(f"rmse_{self.suffix}", stats["rmse"])
+        with self.writers["train"].as_default(step=epoch):
+            tf.summary.scalar("learning_rate", lr)
+            if self.settings["log_histograms"]:
+                for variable in model.trainable_variables:
+                    tf.summary.histogram(f"weights/{variable.path}", variable)
+        if self.settings["log_images"] and self.example is not None:
+            image, channel = self.example
+            tile_map = np.asarray(model.tile_outputs(image[None], training=False))[0, :, :, 0]
+            # Each focus region as a block of pixels, so that the map lies over the raster.
+            blocks = np.kron(tile_map, np.ones(model.focus))
+            with self.writers["validation"].as_default(step=epoch):
+                tf.summary.image(f"raster/{channel}", _as_picture(image[:, :, 0]))
+                tf.summary.image("tile_energy_map", _as_picture(blocks))
+        for writer in self.writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
 
 
-def _unit_range(values: np.ndarray) -> np.ndarray:
+def _as_picture(values: np.ndarray) -> np.ndarray:
+    # (1, H, W, 1) in [0, 1], y pointing up as in a plot of the structure.
     low, high = float(values.min()), float(values.max())
-    return ((values - low) / (high - low if high > low else 1.0)).astype(np.float32)
+    scaled = (values - low) / (high - low if high > low else 1.0)
+    return scaled[None, ::-1, :, None].astype(np.float32)
 
 
 # --- the run -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Targets:
+    """What the network learns: the residual after reference energies, and its spread.
+
+    Attributes
+    ----------
+    references : numpy.ndarray, shape (n_species, n_targets)
+        Reference energies (eV/atom), fitted on the training split; empty for bare images.
+    sigma : numpy.ndarray, shape (n_targets,)
+        Spread (standard deviation) of the training residual per atom (per tile for bare
+        images), eV; at least :data:`MIN_SIGMA`.  The loss is measured in units of it.
+    per_atom : bool
+        Whether atom counts are known (metrics in meV/atom, else meV/structure).
+    focus : (int, int)
+        The model's focus, to count tiles.
+    """
+
+    references: np.ndarray
+    sigma: np.ndarray
+    per_atom: bool
+    focus: tuple[int, int]
+
+    @property
+    def unit(self) -> str:
+        return "meV/atom" if self.per_atom else "meV/structure"
+
+    def tiles(self, part: ImageSet) -> np.ndarray:
+        """Focus regions per image, float64 ``(len(part),)``."""
+        shapes = part.shapes
+        return ((shapes[:, 0] // self.focus[0]) * (shapes[:, 1] // self.focus[1])).astype(float)
+
+    def sizes(self, part: ImageSet) -> np.ndarray:
+        """Atoms per structure (tiles when atom counts are unknown), float64."""
+        return part.n_atoms.astype(float) if self.per_atom else self.tiles(part)
+
+    def residual(self, part: ImageSet) -> np.ndarray:
+        """Targets minus reference energies, eV, ``(len(part), n_targets)``."""
+        if part.counts is None:
+            return part.targets.copy()
+        return part.targets - part.counts @ self.references
+
+    def reference_table(self, species: Sequence[str]) -> dict:
+        """``{symbol: eV/atom}`` (a list per symbol when there are several targets)."""
+        n_targets = self.references.shape[1]
+        return {
+            symbol: float(row[0]) if n_targets == 1 else row.tolist()
+            for symbol, row in zip(species, self.references, strict=False)
+        }
+
+    @classmethod
+    def fit(cls, train: ImageSet, focus: tuple[int, int]) -> Targets:
+        """References by least squares on composition; spread of the residual per atom."""
+        n_targets = train.targets.shape[1]
+        references = np.zeros((0, n_targets))
+        if train.counts is not None:
+            references = fit_reference_energies(train.counts, train.targets)
+        per_atom = bool(np.all(train.n_atoms > 0))
+        targets = cls(references, np.ones(n_targets), per_atom, focus)
+        spread = np.std(targets.residual(train) / targets.sizes(train)[:, None], axis=0)
+        targets.sigma = np.maximum(spread, MIN_SIGMA)
+        return targets
+
+
+def _open_run(config, out, resume, overwrite, backend) -> tuple[dict, Path, bool]:
+    run_dir = Path(out if out is not None else config["output"]["run_dir"])
+    if backend.is_chief:
+        resuming = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    backend.barrier()
+    if not backend.is_chief:
+        resuming = resume and (run_dir / MARKER).exists()
+    if resuming:
+        config = _resumed_config(run_dir, config)
+    if backend.is_chief:
+        _io.atomic_write_text(run_dir / MARKER, yaml.safe_dump(config, sort_keys=False))
+    return config, run_dir, resuming
+
+
+def _load_data(config, run_dir: Path, resuming: bool, chief: bool, progress: bool):
+    from tqdm import tqdm
+
+    data = load_image_set(
+        config["data"]["path"],
+        raster_spec(config),
+        format=config["data"]["format"],
+        targets=config["targets"],
+        spacing_tolerance=config["data"]["spacing_tolerance"],
+    )
+    saved = None
+    if resuming and (run_dir / "split.json").exists():
+        saved = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    splits, record = _assign_splits(data, config, saved)
+    used = np.isin(splits, KNOWN_SPLITS)
+    data = data.subset(np.flatnonzero(used))
+    data.splits = splits[used]
+    if chief and saved is None:
+        _io.atomic_write_text(run_dir / "split.json", json.dumps(record, indent=1))
+    if not np.any(data.splits == "train"):
+        raise readers.DataError("The training split is empty; check `data.splits`.")
+    _say(chief, f"ednn train: {len(data)} structures " + json.dumps(record["counts"]))
+    if config["training"]["cache"]:
+        show = chief and progress
+        with tqdm(total=len(data), desc="rasterizing", unit="image", disable=not show) as bar:
+            data.cache(workers=config["training"]["workers"], progress=bar.update)
+    return data, record
+
+
+def _metadata(config, data: ImageSet, targets: Targets, record: dict) -> dict:
+    frames = data.frames_ or []
+    info = frames[0].info if frames else {}
+    metadata = {
+        "units": "eV",
+        "target_names": list(config["targets"]),
+        "reference_energies": targets.reference_table(data.species),
+        "provenance": {
+            "data": config["data"]["path"],
+            "split": {k: v for k, v in record.items() if k != "ids"},
+            "residual_sigma_eV": targets.sigma.tolist(),
+            "engine": {k: info[k] for k in ("engine", "engine_version", "method") if k in info},
+        },
+    }
+    if data.spec is not None:
+        metadata["raster"] = data.spec.to_dict()
+    return metadata
+
+
+def _model_and_optimizer(config, run_dir, resuming, data, targets, train, record, tile_network):
+    import keras
+
+    settings = config["training"]
+    steps = len(batch_plan(train.shapes, settings["batch_size"], shuffle=False))
+    checkpoint = latest_checkpoint(run_dir) if resuming else None
+    if checkpoint is not None:
+        model, values, state = load_checkpoint(checkpoint)
+        optimizer = _make_optimizer(config, model, steps, settings["epochs"])
+        restore_optimizer(optimizer, values, state.pop("optimizer_variables"))
+        return model, optimizer, state, steps
+    keras.utils.set_random_seed(settings["seed"])
+    n_targets = len(config["targets"])
+    residual = targets.residual(train)
+    scale = config["model"]["energy_scale"]
+    if scale == "auto":  # tile outputs of order one
+        scale = targets.sigma * np.mean(targets.sizes(train) / targets.tiles(train))
+    # Structures have per-species references; bare images get a mean energy per tile.
+    shift = np.zeros(n_targets)
+    if train.counts is None:
+        shift = np.mean(residual / targets.tiles(train)[:, None], axis=0)
+    normalisation = {
+        "energy_scale": _per_target(scale, n_targets),
+        "energy_shift_per_tile": _per_target(shift, n_targets),
+    }
+    metadata = _metadata(config, data, targets, record)
+    model = _build_model(config, data.n_channels, normalisation, metadata, tile_network)
+    optimizer = _make_optimizer(config, model, steps, settings["epochs"])
+    return model, optimizer, _fresh_state(settings["seed"]), steps
 
 
 def _fresh_state(seed: int) -> dict:
@@ -541,193 +711,117 @@ def train(
     epochs : int, optional
         Override ``training.epochs`` (the total, counting epochs already run).
     progress : bool
-        Show a progress bar.
+        Show progress bars.
     tile_network : keras.Model, optional
-        A user's tile network mapping ``(batch, T, T, C)`` tiles to ``(batch, n_targets)``;
+        A user's tile network mapping ``(batch, T0, T1, C)`` tiles to ``(batch, n_targets)``;
         replaces ``model.architecture`` and ``model.tile_network``.
 
     Returns
     -------
     dict
-        ``run_dir``, ``best_epoch``, ``epochs_run``, ``metrics`` (per split, meV/atom),
-        ``history`` (one dict per epoch), ``reference_energies``.
+        ``run_dir``, ``best_epoch``, ``epochs_run``, ``metrics`` (errors per split),
+        ``history`` (one dict per epoch), ``reference_energies`` (eV/atom).
     """
-    import keras
-    import tensorflow as tf
-    from tqdm import tqdm
-
     from ednn.distributed import get_backend
-    from ednn.evaluate import evaluate, write_metrics
 
     config = validate_config(config)
     if epochs is not None:
         config["training"]["epochs"] = require(epochs, int, "epochs")
     backend = get_backend(config["training"]["backend"])
     chief = backend.is_chief
-    run_dir = Path(out if out is not None else config["output"]["run_dir"])
-    if chief:
-        resuming = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    backend.barrier()
-    if not chief:
-        resuming = resume and (run_dir / MARKER).exists()
-    if resuming:
-        config = _resumed_config(run_dir, config)
-    if chief:
-        (run_dir / MARKER).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    settings = config["training"]
-    total_epochs, seed = settings["epochs"], settings["seed"]
-    focus = _as_pair(config["model"]["focus"])
-
-    # Data: read, split, images.
-    spec = raster_spec(config)
-    data = load_image_set(
-        config["data"]["path"],
-        spec,
-        format=config["data"]["format"],
-        targets=config["targets"],
-        spacing_tolerance=config["data"]["spacing_tolerance"],
-    )
-    saved_split = None
-    if resuming and (run_dir / "split.json").exists():
-        saved_split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
-    splits, split_record = _assign_splits(data, config, saved_split)
-    data = data.subset(np.flatnonzero(np.isin(splits, KNOWN_SPLITS)))
-    data.splits = splits[np.isin(splits, KNOWN_SPLITS)]
-    if chief and saved_split is None:
-        from ednn import _io
-
-        _io.atomic_write_text(run_dir / "split.json", json.dumps(split_record, indent=1))
+    config, run_dir, resuming = _open_run(config, out, resume, overwrite, backend)
+    data, record = _load_data(config, run_dir, resuming, chief, progress)
     train_set, val_set = data.split("train"), data.split("validation")
-    if not len(train_set):
-        raise readers.DataError("The training split is empty; check `data.splits`.")
-    _say(chief, f"ednn train: {len(data)} structures " + json.dumps(split_record["counts"]))
-    if settings["cache"]:
-        with tqdm(
-            total=len(data), desc="rasterizing", unit="image", disable=not (chief and progress)
-        ) as bar:
-            data.cache(workers=settings["workers"], progress=bar.update)
-        train_set, val_set = data.split("train"), data.split("validation")
-
-    # Reference energies and normalisation (from the training split only).
-    n_targets = len(config["targets"])
-    references = (
-        fit_reference_energies(train_set.counts, train_set.targets)
-        if data.counts is not None
-        else np.zeros((0, n_targets))
-    )
-
-    def residual(part: ImageSet) -> np.ndarray:
-        if part.counts is None:
-            return part.targets.copy()
-        return part.targets - part.counts @ references
-
-    train_sizes, train_tiles, per_atom = _sizes(train_set, focus)
-    train_residual = residual(train_set)
-    sigma = np.maximum(np.std(train_residual / train_sizes[:, None], axis=0), MIN_SIGMA)
-    scale_cfg = config["model"]["energy_scale"]
-    scale = sigma * np.mean(train_sizes / train_tiles) if scale_cfg == "auto" else scale_cfg
-    # Structures give the per-species references; bare images only a mean energy per tile.
-    shift = np.zeros(n_targets)
-    if data.counts is None:
-        shift = np.mean(train_residual / train_tiles[:, None], axis=0)
-    normalisation = {
-        "energy_scale": _per_target(scale, n_targets),
-        "energy_shift_per_tile": _per_target(shift, n_targets),
-    }
-    unit = "meV/atom" if per_atom else "meV/structure"
-    reference_table = {
-        symbol: (float(row[0]) if n_targets == 1 else row.tolist())
-        for symbol, row in zip(data.species, references, strict=False)
-    }
+    targets = Targets.fit(train_set, _as_pair(config["model"]["focus"]))
     _say(
         chief,
-        f"ednn train: reference energies (eV/atom) {reference_table}; residual "
-        f"spread {1000 * sigma.max():.1f} meV/{'atom' if per_atom else 'tile'}",
+        f"ednn train: reference energies (eV/atom) {targets.reference_table(data.species)}; "
+        f"residual spread {1000 * targets.sigma.max():.1f} "
+        f"{targets.unit if targets.per_atom else 'meV/tile'}",
     )
-    metadata = {
-        "units": "eV",
-        "target_names": list(config["targets"]),
-        "reference_energies": reference_table,
-        "provenance": {
-            "data": config["data"]["path"],
-            "split": {k: v for k, v in split_record.items() if k != "ids"},
-            "residual_sigma_eV": sigma.tolist(),
-            "engine": _engine_of(data),
-        },
-    }
-    if data.spec is not None:
-        metadata["raster"] = spec.to_dict()
-
-    # Model and optimizer, fresh or from the last checkpoint.
-    keras.utils.set_random_seed(seed)
-    steps_per_epoch = len(batch_plan(train_set.shapes, settings["batch_size"], shuffle=False))
-    state = _fresh_state(seed)
-    checkpoint = latest_checkpoint(run_dir) if resuming else None
-    if checkpoint is not None:
-        model, optimizer_values, state = load_checkpoint(checkpoint)
-        optimizer = _make_optimizer(config, model, steps_per_epoch, total_epochs)
-        restore_optimizer(optimizer, optimizer_values, state.pop("optimizer_variables"))
-        _say(
-            chief,
-            f"ednn train: resumed {run_dir} after epoch {state['epoch']} "
-            f"(step {int(optimizer.iterations.numpy())})",
-        )
-    else:
-        model = _build_model(config, spec, data.n_channels, normalisation, metadata, tile_network)
-        optimizer = _make_optimizer(config, model, steps_per_epoch, total_epochs)
+    model, optimizer, state, steps = _model_and_optimizer(
+        config, run_dir, resuming, data, targets, train_set, record, tile_network
+    )
+    if state["epoch"]:
+        step = int(np.asarray(optimizer.iterations))
+        _say(chief, f"ednn train: resumed {run_dir} after epoch {state['epoch']} (step {step})")
     backend.broadcast_variables(list(model.variables) + list(optimizer.variables))
-
-    step_settings = {
-        "loss": settings["loss"],
-        "loss_per_atom": settings["loss_per_atom"],
-        "mean_size": float(np.mean(train_sizes)),
-    }
-    train_step, eval_step = _make_steps(
-        model, optimizer, backend, data.n_channels, n_targets, sigma, step_settings, per_atom
-    )
-    val_sizes = _sizes(val_set, focus)[0] if len(val_set) else None
-    val_residual = residual(val_set) if len(val_set) else None
-    monitor = "validation" if len(val_set) else "train"
-    if not len(val_set):
-        _say(chief, "ednn train: no validation split; the best model is chosen by training MAE")
-
-    writers = {}
+    board = None
     if chief:
-        writers = {
-            name: tf.summary.create_file_writer(str(run_dir / "logs" / name))
-            for name in ("train", "validation")
-        }
+        example_set = val_set if len(val_set) else train_set
+        channel = data.spec.channel_names[0] if data.spec is not None else "channel0"
+        board = _TensorBoard(
+            run_dir, config["output"], targets.unit, (example_set.image(0), channel)
+        )
         _say(chief, f"ednn train: TensorBoard: tensorboard --logdir {run_dir / 'logs'}")
-    example_set = val_set if len(val_set) else train_set
-    example = (example_set.image(0), spec.channel_names[0] if data.spec else "channel0")
+    try:
+        _fit(
+            config,
+            model,
+            optimizer,
+            state,
+            backend,
+            targets,
+            train_set,
+            val_set,
+            steps,
+            run_dir,
+            board,
+            progress,
+        )
+    finally:
+        if board is not None:
+            board.close()
+    metrics = _finish(config, model, state, data, targets, record, run_dir) if chief else {}
+    backend.barrier()
+    return {
+        "run_dir": str(run_dir),
+        "best_epoch": state["best"]["epoch"],
+        "epochs_run": state["epoch"],
+        "metrics": metrics.get("splits", {}),
+        "history": state["history"],
+        "reference_energies": targets.reference_table(data.species),
+    }
 
+
+def _fit(
+    config, model, optimizer, state, backend, targets, train, val, steps, run_dir, board, progress
+) -> None:
+    """The epochs from ``state["epoch"]`` on: train, validate, log, checkpoint, stop early."""
+    import keras
+    from tqdm import tqdm
+
+    settings = config["training"]
+    seed, total = settings["seed"], settings["epochs"]
+    chief = backend.is_chief
+    train_step, eval_step = _make_steps(model, optimizer, backend, train, targets, settings)
+    train_residual, train_sizes = targets.residual(train), targets.sizes(train)
     augment = settings["augment"] if any(settings["augment"].values()) else None
-    start = state["epoch"]
+    patience = settings["early_stopping"]["patience"]
     bar = tqdm(
-        total=max(0, total_epochs - start) * steps_per_epoch,
+        total=max(0, total - state["epoch"]) * steps,
         desc="training",
         unit="step",
         disable=not (chief and progress),
         dynamic_ncols=True,
     )
-    patience = config["training"]["early_stopping"]["patience"]
-    min_delta = config["training"]["early_stopping"]["min_delta"]
     try:
-        for epoch in range(start, total_epochs):
+        for epoch in range(state["epoch"], total):
             if patience and state["epochs_since_best"] >= patience:
                 state["stopped_early"] = True
+                _say(chief, f"ednn train: early stop: no improvement in {patience} epochs")
                 break
             began = time.perf_counter()
-            keras.utils.set_random_seed(seed + epoch)
+            keras.utils.set_random_seed(seed + epoch)  # dropout and the like replay on resume
             plan = batch_plan(
-                train_set.shapes,
+                train.shapes,
                 settings["batch_size"],
                 seed=seed,
                 epoch=epoch,
                 shuffle=settings["shuffle"],
             )
             stream = make_tf_dataset(
-                train_set,
+                train,
                 plan,
                 train_residual,
                 sizes=train_sizes,
@@ -739,113 +833,89 @@ def train(
                 workers=settings["workers"],
             )
             sums = np.zeros(5)
-            for images, targets, sizes, mask, n_global in stream:
-                sums += train_step(images, targets, sizes, mask, n_global).numpy()
+            bar.set_postfix_str(f"epoch {epoch + 1}/{total}")
+            for images, residual, sizes, mask, n_global in stream:
+                sums += train_step(images, residual, sizes, mask, n_global).numpy()
                 state["global_step"] += 1
-                bar.set_postfix_str(f"epoch {epoch + 1}/{total_epochs}", refresh=False)
                 bar.update()
             train_stats = _summarise(sums, backend)
             val_stats = None
-            if len(val_set):
-                val_stats = _evaluate_sums(
-                    eval_step,
-                    val_set,
-                    val_residual,
-                    val_sizes,
-                    settings["eval_batch_size"],
-                    backend,
-                )
+            if len(val):
+                val_stats = _evaluate_sums(eval_step, val, targets, settings, backend)
             lr = _current_lr(optimizer)
-            watched = (val_stats or train_stats)["mae"]
-            if config["training"]["schedule"]["name"] == "plateau":
-                _plateau(optimizer, state["plateau"], watched, config["training"]["schedule"])
-            state["epoch"] = epoch + 1
-            best = state["best"]["mae"]
-            if best is None or watched < best - min_delta:
-                state["best"] = {"epoch": epoch + 1, "mae": watched}
-                state["epochs_since_best"] = 0
-                if chief:
-                    save_model_atomic(model, run_dir / "best.keras")
-            else:
-                state["epochs_since_best"] += 1
-            record = {
-                "epoch": epoch + 1,
-                "train": train_stats,
-                "validation": val_stats,
-                "learning_rate": lr,
-                "time_s": round(time.perf_counter() - began, 3),
-            }
-            state["history"].append(record)
+            _end_epoch(config, state, epoch, train_stats, val_stats, lr, began, optimizer)
             if chief:
-                _log_epoch(
-                    writers,
-                    model,
-                    epoch + 1,
-                    train_stats,
-                    val_stats,
-                    lr,
-                    unit,
-                    example,
-                    config["output"],
-                )
+                if state["best"]["epoch"] == epoch + 1:
+                    save_model_atomic(model, run_dir / "best.keras")
+                board.log(epoch + 1, model, train_stats, val_stats, lr)
                 save_checkpoint(
                     run_dir, model, optimizer, state, config["output"]["keep_checkpoints"]
                 )
-                val_text = f", validation MAE {val_stats['mae']:.2f}" if val_stats else ""
+                text = f", validation MAE {val_stats['mae']:.2f}" if val_stats else ""
                 bar.write(
-                    f"epoch {epoch + 1}/{total_epochs}: train MAE {train_stats['mae']:.2f}"
-                    f"{val_text} {unit}, lr {lr:.2e}, {record['time_s']:.1f} s"
+                    f"epoch {epoch + 1}/{total}: train MAE {train_stats['mae']:.2f}{text} "
+                    f"{targets.unit}, lr {lr:.2e}, {state['history'][-1]['time_s']:.1f} s"
                 )
     finally:
         bar.close()
-        for writer in writers.values():
-            writer.close()
-    if state["stopped_early"]:
-        _say(chief, f"ednn train: early stop: no {monitor} improvement in {patience} epochs")
 
-    # Final model and metrics, from the best checkpoint.
-    metrics: dict = {}
-    if chief:
-        save_model_atomic(model, run_dir / "model.keras")
-        best_path = run_dir / "best.keras"
-        best_model = (
-            keras.saving.load_model(best_path, compile=False) if best_path.exists() else model
-        )
-        metrics = {
-            "model": best_path.name if best_path.exists() else "model.keras",
-            "best_epoch": state["best"]["epoch"],
-            "monitor": f"{monitor} MAE",
-            "unit": unit,
-            "splits": evaluate(best_model, data, batch_size=settings["eval_batch_size"]),
-            "reference_energies_eV_per_atom": reference_table,
-            "epochs_run": state["epoch"],
-            "stopped_early": state["stopped_early"],
-            "mean_epoch_time_s": (
-                float(np.mean([h["time_s"] for h in state["history"]]))
-                if state["history"]
-                else None
-            ),
-            "n_structures": split_record["counts"],
-            "history": state["history"],
+
+def _end_epoch(config, state, epoch, train_stats, val_stats, lr, began, optimizer) -> None:
+    """Book-keeping after an epoch: best model, early-stopping count, plateau, history."""
+    settings = config["training"]
+    watched = (val_stats or train_stats)["mae"]
+    if settings["schedule"]["name"] == "plateau":
+        _plateau(optimizer, state["plateau"], watched, settings["schedule"])
+    best = state["best"]["mae"]
+    if best is None or watched < best - settings["early_stopping"]["min_delta"]:
+        state["best"] = {"epoch": epoch + 1, "mae": watched}
+        state["epochs_since_best"] = 0
+    else:
+        state["epochs_since_best"] += 1
+    state["epoch"] = epoch + 1
+    state["history"].append(
+        {
+            "epoch": epoch + 1,
+            "train": train_stats,
+            "validation": val_stats,
+            "learning_rate": lr,
+            "time_s": round(time.perf_counter() - began, 3),
         }
-        write_metrics(run_dir / "metrics.json", metrics)
-        for name, values in metrics["splits"].items():
-            if "mae" in values:
-                _say(
-                    chief,
-                    f"ednn train: {name}: MAE {values['mae']:.2f} RMSE {values['rmse']:.2f} "
-                    f"{values['unit']} ({values['n']} structures)",
-                )
-        _say(chief, f"ednn train: best model {best_path}")
-    backend.barrier()
-    return {
-        "run_dir": str(run_dir),
+    )
+
+
+def _finish(config, model, state, data, targets, record, run_dir) -> dict:
+    """Save the final model; evaluate the best one on every split into metrics.json."""
+    import keras
+
+    from ednn.evaluate import evaluate, write_metrics
+
+    save_model_atomic(model, run_dir / "model.keras")
+    best_path = run_dir / "best.keras"
+    best = keras.saving.load_model(best_path, compile=False) if best_path.exists() else model
+    history = state["history"]
+    metrics = {
+        "model": best_path.name if best_path.exists() else "model.keras",
         "best_epoch": state["best"]["epoch"],
+        "monitor": "validation MAE" if np.any(data.splits == "validation") else "train MAE",
+        "unit": targets.unit,
+        "splits": evaluate(best, data, batch_size=config["training"]["eval_batch_size"]),
+        "reference_energies_eV_per_atom": targets.reference_table(data.species),
         "epochs_run": state["epoch"],
-        "metrics": metrics.get("splits", {}),
-        "history": state["history"],
-        "reference_energies": reference_table,
+        "stopped_early": state["stopped_early"],
+        "mean_epoch_time_s": float(np.mean([h["time_s"] for h in history])) if history else None,
+        "n_structures": record["counts"],
+        "history": history,
     }
+    write_metrics(run_dir / "metrics.json", metrics)
+    for name, values in metrics["splits"].items():
+        if "mae" in values:
+            print(
+                f"ednn train: {name}: MAE {values['mae']:.2f} RMSE {values['rmse']:.2f} "
+                f"{values['unit']} ({values['n']} structures)"
+            )
+    print(f"ednn train: best model {best_path} (epoch {state['best']['epoch']})", flush=True)
+    return metrics
 
 
 def _per_target(value, n_targets: int) -> float | list[float]:
@@ -853,26 +923,18 @@ def _per_target(value, n_targets: int) -> float | list[float]:
     return float(values[0]) if n_targets == 1 else values.tolist()
 
 
-def _engine_of(data: ImageSet) -> dict:
-    frames = data.frames_ or []
-    if not frames:
-        return {}
-    info = frames[0].info
-    return {k: info[k] for k in ("engine", "engine_version", "method") if k in info}
-
-
-def _evaluate_sums(eval_step, part, residual_values, sizes, batch_size, backend):
-    from ednn.data.dataset import shard
-
+def _evaluate_sums(eval_step, part: ImageSet, targets: Targets, settings, backend) -> dict:
+    residual, sizes = targets.residual(part), targets.sizes(part)
     sums = np.zeros(5)
-    for batch in batch_plan(part.shapes, batch_size, shuffle=False):
+    for batch in batch_plan(part.shapes, settings["eval_batch_size"], shuffle=False):
         mine = shard(batch, backend.rank, backend.size)
         if not len(mine):
             continue
         images = np.stack(part.images(mine)).astype(np.float32, copy=False)
-        targets = residual_values[mine].astype(np.float32)
         mask = np.ones(len(mine), np.float32)
-        sums += eval_step(images, targets, sizes[mine].astype(np.float32), mask).numpy()
+        sums += eval_step(
+            images, residual[mine].astype(np.float32), sizes[mine].astype(np.float32), mask
+        ).numpy()
     return _summarise(sums, backend)
 
 

@@ -85,10 +85,10 @@ def commensurate_sheet(
     Example
     -------
     >>> from ase.build import graphene
-    >>> sheet = commensurate_sheet(graphene(vacuum=10.0) * (5, 8, 1), RasterSpec(
-    ...     spacing=0.25, multiple_of=16))
-    >>> len(sheet) // 80
-    2
+    >>> cell = cells.to_rectangular(graphene(vacuum=10.0)) * (5, 8, 1)  # 12.3 Å x 34.1 Å
+    >>> sheet = commensurate_sheet(cell, RasterSpec(spacing=0.25, multiple_of=8))
+    >>> len(sheet) // len(cell), sheet.cell.lengths()[:2].round(1).tolist()
+    (4, [49.2, 34.1])
     """
     if not cells.is_periodic_sheet(atoms):
         return atoms

@@ -86,7 +86,7 @@ def test_fused_gradients_equal_tiling_gradients():
 
 
 def test_fused_uses_the_tile_network_variables_not_copies():
-    tiled, fused = models()
+    _, fused = models()
     images = random_images(seed=5)
     before = fused(images).numpy()
     bias = fused.tile_network.layers[-1].bias

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("pyscf", reason="ednn.ks2d needs pyscf (the `ks2d` extra) for libxc")
 
-from ednn.ks2d.grid import Grid  # noqa: E402
+from ednn.ks2d.grid import Grid
 
 
 @pytest.fixture

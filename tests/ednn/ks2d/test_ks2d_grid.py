@@ -38,8 +38,10 @@ def test_kinetic_operator_batches_over_leading_axes():
     assert np.allclose(grid.kinetic(psi)[1], -0.5 * grid.laplacian(psi[1]))
 
 
-@pytest.mark.parametrize(("n", "box", "error"), [(15, 8.0, ValueError), (4, 8.0, ValueError),
-                                                  (16, -1.0, ValueError), (16.0, 8.0, TypeError)])
+@pytest.mark.parametrize(
+    ("n", "box", "error"),
+    [(15, 8.0, ValueError), (4, 8.0, ValueError), (16, -1.0, ValueError), (16.0, 8.0, TypeError)],
+)
 def test_bad_grid_arguments_are_rejected(n, box, error):
     with pytest.raises(error, match="Received"):
         Grid(n, box)

@@ -35,5 +35,5 @@ def test_mixed_density_is_non_negative_with_the_output_charge():
 
 
 def test_bad_mixing_weight_is_rejected():
-    with pytest.raises(ValueError, match="Received: beta=1.5"):
+    with pytest.raises(ValueError, match=r"Received: beta=1\.5"):
         PulayMixer(beta=1.5)

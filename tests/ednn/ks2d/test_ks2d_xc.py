@@ -35,9 +35,7 @@ def test_potential_is_the_functional_derivative_of_the_energy(name, gaussian_den
     functional = Functional(name)
     delta = 1e-4 * np.exp(-((x - 0.7) ** 2 + y**2))
     energy = [
-        sum(
-            (lambda t: (t.e_x, t.e_c))(functional.local_terms(density + s * delta, grid))
-        )
+        sum((lambda t: (t.e_x, t.e_c))(functional.local_terms(density + s * delta, grid)))
         for s in (1.0, -1.0)
     ]
     numerical = (energy[0] - energy[1]) / 2.0
