@@ -33,7 +33,7 @@ def _import_keras_layers() -> None:
         sys.stderr.flush()
         saved = _os.dup(2)
     except (OSError, ValueError, AttributeError):
-        from ednn import layers, model  # noqa: F401
+        from ednn import layers, model
 
         return
     with tempfile.TemporaryFile() as sink:

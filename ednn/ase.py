@@ -33,13 +33,17 @@ class EDNNCalculator(Calculator):
         A loaded model or a ``.keras`` file; the shipped default model when None.
     """
 
-    implemented_properties = ["energy", "free_energy"]
+    implemented_properties = ("energy", "free_energy")
 
     def __init__(self, model=None, **kwargs) -> None:
         super().__init__(**kwargs)
         from ednn.predict import Predictor
 
-        self.model = self.load_model(model) if model is None or isinstance(model, str | os.PathLike) else model
+        self.model = (
+            self.load_model(model)
+            if model is None or isinstance(model, str | os.PathLike)
+            else model
+        )
         try:
             self.predictor = Predictor(self.model)
         except ValueError as err:

@@ -75,7 +75,8 @@ def prepare_run_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) -
     ------
     RunDirError
         If ``path`` holds files and neither ``resume`` nor ``overwrite`` is set, or
-        ``overwrite`` is asked for a directory that is not an ednn run directory.
+        ``resume`` or ``overwrite`` is asked for a directory that is not an ednn run
+        directory.  An empty or missing directory starts a fresh run either way.
     """
     path = Path(path)
     if resume and overwrite:
@@ -84,7 +85,12 @@ def prepare_run_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) -
         raise RunDirError(f"The run directory {path} is a file; choose another --out.")
     occupied = path.is_dir() and any(path.iterdir())
     if occupied and resume:
-        return (path / MARKER).exists()
+        if not (path / MARKER).exists():
+            raise RunDirError(
+                f"--resume continues an ednn run directory (holding {MARKER}); {path} is not "
+                "one. Choose another --out."
+            )
+        return True
     if occupied and overwrite:
         if not (path / MARKER).exists():
             raise RunDirError(

@@ -16,9 +16,13 @@ from ednn.structio import StructureFileError, read_frames
 
 def _spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="take species, spacing, sigma and focus from this model")
-    parser.add_argument("--species", default="C,B,N", help="comma-separated species (default C,B,N)")
+    parser.add_argument(
+        "--species", default="C,B,N", help="comma-separated species (default C,B,N)"
+    )
     parser.add_argument("--spacing", type=float, default=0.1, help="pixel size in Å (default 0.1)")
-    parser.add_argument("--sigma", type=float, default=0.2, help="Gaussian width in Å (default 0.2)")
+    parser.add_argument(
+        "--sigma", type=float, default=0.2, help="Gaussian width in Å (default 0.2)"
+    )
     parser.add_argument("--no-height", action="store_true", help="omit the height channel")
     parser.add_argument("--z-weighted", action="store_true", help="one Z-weighted channel")
     parser.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file")
@@ -51,7 +55,9 @@ def _spec_from_args(args: argparse.Namespace, multiple_of=1):
 def _frame(path: str, index: int):
     frames = read_frames(path)
     if not -len(frames) <= index < len(frames):
-        raise StructureFileError(f"{path}: has {len(frames)} frame(s); --frame {index} is out of range")
+        raise StructureFileError(
+            f"{path}: has {len(frames)} frame(s); --frame {index} is out of range"
+        )
     return frames[index]
 
 
@@ -60,10 +66,13 @@ def rasterize_main(argv: Sequence[str] | None = None) -> int:
     from ednn.raster import image_to_png, raster_layout, rasterize
 
     parser = argparse.ArgumentParser(
-        prog="ednn rasterize", description="Turn a structure into a Gaussian image (one channel per species)."
+        prog="ednn rasterize",
+        description="Turn a structure into a Gaussian image (one channel per species).",
     )
     parser.add_argument("structure", help="any ASE-readable file")
-    parser.add_argument("-o", "--output", required=True, help="image.npy (array) or image.png (picture)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="image.npy (array) or image.png (picture)"
+    )
     _spec_arguments(parser)
     args = parser.parse_args(argv)
     suffix = Path(args.output).suffix.lower()
@@ -108,11 +117,15 @@ def tiles_main(argv: Sequence[str] | None = None) -> int:
     try:
         spec, model = _spec_from_args(args)
         focus = args.focus or (model.focus[0] if model else None)
-        context = args.context if args.context is not None else (model.context[0] if model else None)
+        context = (
+            args.context if args.context is not None else (model.context[0] if model else None)
+        )
         if focus is None or context is None:
             raise ValueError("give --focus and --context in pixels, or --model")
         if focus <= 0 or context < 0:
-            raise ValueError(f"--focus must be > 0 and --context >= 0. Received: {focus}, {context}")
+            raise ValueError(
+                f"--focus must be > 0 and --context >= 0. Received: {focus}, {context}"
+            )
         from dataclasses import replace
 
         spec = replace(spec, multiple_of=(focus, focus))
@@ -159,7 +172,9 @@ def tiles_main(argv: Sequence[str] | None = None) -> int:
 def info_main(argv: Sequence[str] | None = None) -> int:
     """``ednn info MODEL``: what a saved model computes and from what."""
     parser = argparse.ArgumentParser(prog="ednn info", description="Describe a saved ednn model.")
-    parser.add_argument("model", nargs="?", default=None, help=".keras file (default: the shipped model)")
+    parser.add_argument(
+        "model", nargs="?", default=None, help=".keras file (default: the shipped model)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     from ednn.model import load_ednn
@@ -193,10 +208,14 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     raster = meta.get("raster", {})
     print(f"{path}")
     print(f"  targets: {', '.join(meta.get('target_names', []))} ({meta.get('units', '?')})")
-    print(f"  species: {', '.join(raster.get('species', []))}; spacing {raster.get('spacing')} Å; "
-          f"sigma {raster.get('sigma')} Å; height channel {raster.get('height_channel')}")
-    print(f"  focus {model.focus} px, context {model.context} px, tile {model.tile_shape}, "
-          f"boundary {model.boundary}")
+    print(
+        f"  species: {', '.join(raster.get('species', []))}; spacing {raster.get('spacing')} Å; "
+        f"sigma {raster.get('sigma')} Å; height channel {raster.get('height_channel')}"
+    )
+    print(
+        f"  focus {model.focus} px, context {model.context} px, tile {model.tile_shape}, "
+        f"boundary {model.boundary}"
+    )
     print(f"  parameters: {report['parameters']:,}")
     for key in ("reference_energies", "provenance", "metrics", "ednn_version", "created"):
         if key in meta:

@@ -1,13 +1,13 @@
 """Fast reading of multi-million-atom (ext)xyz files, so that input is not the bottleneck.
 
-ASE's extxyz reader converts every value in Python, about 4.6 s per 10^6 atoms here: a third
-of the time of evaluating the sheet.  :func:`read_structure` parses the common simple layout,
-``Properties=species:S:1:pos:R:3`` (what ``ase.io.write`` produces for plain atoms, and the
-default of a plain xyz file) with a header of at most ``Lattice``, ``pbc`` and
-``Properties``, by splitting blocks of lines with ``bytes.split`` and converting them with
-NumPy, in bounded memory (``chunk_lines`` lines at a time).  Any other file (other columns,
-more header keys such as an energy, compressed files, other formats) is handed to
-:func:`ase.io.read` unchanged, so the result is always what ASE would return.
+ASE's extxyz reader converts every value in Python: 4-5 s per 10^6 atoms on this (loaded)
+machine, a third of the time of evaluating the sheet.  :func:`read_structure` parses the
+common simple layout, ``Properties=species:S:1:pos:R:3`` (what ``ase.io.write`` produces for
+plain atoms, and the default of a plain xyz file) with a header of at most ``Lattice``,
+``pbc`` and ``Properties``, with NumPy's C text parser (:func:`numpy.loadtxt`),
+``chunk_lines`` lines at a time so that memory stays bounded; about 2x faster.  Any other
+file (other columns, more header keys such as an energy, compressed files, other formats)
+is handed to :func:`ase.io.read` unchanged, so the result is always what ASE would return.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = ["read_structure"]
 _SIMPLE_PROPERTIES = "species:S:1:pos:R:3"
 _HEADER_KEYS = {"Lattice", "pbc", "Properties"}
 _SUFFIXES = (".xyz", ".extxyz")
+_ROW = [("symbol", np.dtype("S8")), ("position", np.float64, (3,))]
 
 
 class _NotSimple(Exception):
@@ -46,7 +47,7 @@ def read_structure(
     index : int, default -1
         Which frame of a multi-frame file (the last by default, as ``ase.io.read``).
     chunk_lines : int, default 1048576
-        Atom lines converted at once; bounds the scratch memory (~150 bytes per line).
+        Atom lines converted at once; bounds the scratch memory (~200 bytes per line).
 
     Returns
     -------
@@ -91,6 +92,25 @@ def _frame_offsets(stream) -> list[tuple[int, int]]:
             pass
 
 
+def _parse_lines(lines: list[bytes], expected: int) -> tuple[np.ndarray, np.ndarray]:
+    # NumPy's C text parser; any irregular line (other columns, a bad number) is an error.
+    if len(lines) != expected:
+        raise _NotSimple
+    try:
+        table = np.loadtxt(lines, dtype=_ROW, ndmin=1)
+    except ValueError as error:
+        raise _NotSimple from error
+    # Few distinct symbols: look each up once.  A symbol that filled the field may be cut.
+    symbols, inverse = np.unique(table["symbol"], return_inverse=True)
+    if any(len(symbol) >= _ROW[0][1].itemsize for symbol in symbols):
+        raise _NotSimple
+    try:
+        lookup = np.array([atomic_numbers[s.decode().capitalize()] for s in symbols])
+    except (KeyError, UnicodeDecodeError) as error:
+        raise _NotSimple from error
+    return lookup[inverse.ravel()], table["position"]
+
+
 def _read_simple(path: Path, index: int, chunk_lines: int) -> Atoms:
     from ase.io.extxyz import key_val_str_to_dict
 
@@ -109,21 +129,11 @@ def _read_simple(path: Path, index: int, chunk_lines: int) -> Atoms:
             raise _NotSimple
         numbers = np.empty(n_atoms, dtype=np.int64)
         positions = np.empty((n_atoms, 3), dtype=np.float64)
-        done = 0
-        while done < n_atoms:
-            lines = list(itertools.islice(stream, min(chunk_lines, n_atoms - done)))
-            tokens = b"".join(lines).split()
-            if not lines or len(tokens) != 4 * len(lines):
-                raise _NotSimple
-            table = np.array(tokens).reshape(len(lines), 4)
-            symbols, inverse = np.unique(table[:, 0], return_inverse=True)
-            try:
-                lookup = np.array([atomic_numbers[s.decode().capitalize()] for s in symbols])
-                positions[done : done + len(lines)] = table[:, 1:].astype(np.float64)
-            except (KeyError, ValueError) as error:
-                raise _NotSimple from error
-            numbers[done : done + len(lines)] = lookup[inverse.ravel()]
-            done += len(lines)
+        for start in range(0, n_atoms, chunk_lines):
+            stop = min(start + chunk_lines, n_atoms)
+            (numbers[start:stop], positions[start:stop]) = _parse_lines(
+                list(itertools.islice(stream, stop - start)), stop - start
+            )
     if "Lattice" in info:
         cell = np.asarray(info["Lattice"], dtype=np.float64).T
         pbc = info.get("pbc", [True, True, True])

@@ -23,12 +23,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ednn import cells
-from ednn.raster import RasterSpec, raster_layout, rasterize
+from ednn.raster import SPACING_TOLERANCE, RasterSpec, commensurate_sheet, rasterize
 from ednn.structio import StructureFileError, read_frames
 
-#: Largest relative deviation of the effective pixel size from the model's, per axis.
-SPACING_TOLERANCE = 0.02
 #: Above this many atoms ``ednn energy`` evaluates band by band in bounded memory.
 STREAM_THRESHOLD = 50_000
 
@@ -84,18 +81,6 @@ class Prediction:
         return self.energy / self.n_atoms
 
 
-def _repeat_for(length: float, spacing: float, focus: int, tol: float, max_repeat: int = 16) -> int:
-    """Smallest repeat of a cell length that splits into whole focus regions within ``tol``."""
-    for k in range(1, max_repeat + 1):
-        n = max(focus, focus * round(k * length / (spacing * focus)))
-        if abs(k * length / n - spacing) <= tol * spacing:
-            return k
-    raise ValueError(
-        f"No periodic repeat up to {max_repeat} of the cell length {length:.4f} Å fits whole "
-        f"focus regions of {focus} px at {spacing} Å/px within {tol:.0%}"
-    )
-
-
 class Predictor:
     """Evaluate structures with one model.
 
@@ -113,7 +98,9 @@ class Predictor:
         focus = tuple(model.focus)
         self.model = model
         self.spec = dataclasses.replace(RasterSpec.from_dict(meta["raster"]), multiple_of=focus)
-        self.reference = {str(k): float(v) for k, v in (meta.get("reference_energies") or {}).items()}
+        self.reference = {
+            str(k): float(v) for k, v in (meta.get("reference_energies") or {}).items()
+        }
 
     def check_species(self, atoms: Atoms) -> None:
         """Raise a ValueError naming symbols the model does not know."""
@@ -131,14 +118,7 @@ class Predictor:
 
     def evaluation_cell(self, atoms: Atoms) -> tuple[Atoms, int]:
         """The structure actually rasterized, and its multiplicity relative to ``atoms``."""
-        if not cells.is_periodic_sheet(atoms):
-            return atoms, 1
-        rect = cells.to_rectangular(atoms)
-        lx, ly = rect.cell[0, 0], rect.cell[1, 1]
-        fy, fx = self.spec.multiple_of
-        rx = _repeat_for(lx, self.spec.spacing, fx, SPACING_TOLERANCE)
-        ry = _repeat_for(ly, self.spec.spacing, fy, SPACING_TOLERANCE)
-        sheet = rect.repeat((rx, ry, 1)) if rx * ry > 1 else rect
+        sheet = commensurate_sheet(atoms, self.spec, SPACING_TOLERANCE)
         multiplicity = len(sheet) / len(atoms)
         if abs(multiplicity - round(multiplicity)) > 1e-9:
             raise ValueError("internal error: the rectangular supercell is not a whole multiple")
@@ -191,9 +171,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("structures", nargs="+", help="ASE-readable files (multi-frame too)")
     parser.add_argument("--model", default=None, help="a .keras model (default: the shipped model)")
     parser.add_argument("--json", action="store_true", help="one JSON object per frame per line")
-    parser.add_argument("--map", default=None, help="write the local energy map of the first frame to this PNG")
-    parser.add_argument("--repeat", nargs=2, type=int, metavar=("NX", "NY"), default=None,
-                        help="evaluate the periodic NX x NY repeat as a whole sheet")
+    parser.add_argument(
+        "--map", default=None, help="write the local energy map of the first frame to this PNG"
+    )
+    parser.add_argument(
+        "--repeat",
+        nargs=2,
+        type=int,
+        metavar=("NX", "NY"),
+        default=None,
+        help="evaluate the periodic NX x NY repeat as a whole sheet",
+    )
     args = parser.parse_args(argv)
     try:
         predictor = Predictor(load_model(args.model))
@@ -221,7 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sheet, multiplicity = predictor.evaluation_cell(atoms)
                     result = evaluate_repeat(predictor.model, sheet, nx, ny)
                     n_atoms = len(atoms) * nx * ny
-                    energy = result.energy_eV / multiplicity + predictor.reference_energy(atoms) * nx * ny
+                    energy = (
+                        result.energy_eV / multiplicity
+                        + predictor.reference_energy(atoms) * nx * ny
+                    )
                     pred = Prediction(energy, n_atoms)
                 else:
                     pred = predictor.predict(atoms, tile_map=bool(args.map) and not wrote_map)
@@ -230,8 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 status = 1
                 continue
             if not math.isfinite(pred.energy):
-                print(f"ednn energy: error: {path} frame {k}: the model returned {pred.energy}",
-                      file=sys.stderr)
+                print(
+                    f"ednn energy: error: {path} frame {k}: the model returned {pred.energy}",
+                    file=sys.stderr,
+                )
                 status = 1
                 continue
             if args.map and pred.tile_map is not None and not wrote_map:
@@ -248,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(record), flush=True)
             else:
-                print(f"{path} [{k}] {record['formula']}: E = {pred.energy:.6f} eV, "
-                      f"{pred.energy_per_atom:.6f} eV/atom, {pred.n_atoms} atoms", flush=True)
+                print(
+                    f"{path} [{k}] {record['formula']}: E = {pred.energy:.6f} eV, "
+                    f"{pred.energy_per_atom:.6f} eV/atom, {pred.n_atoms} atoms",
+                    flush=True,
+                )
     return status

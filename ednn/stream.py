@@ -26,6 +26,7 @@ import dataclasses
 import math
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -402,6 +403,7 @@ def _evaluate(
     backend,
     return_map,
     evaluation,
+    prefetch,
     started,
 ) -> SheetResult:
     network = _BandNetwork(model, evaluation, batch_size)
@@ -419,14 +421,26 @@ def _evaluate(
     totals = np.zeros(model.n_targets, dtype=np.float64)
     tile_map = np.zeros((*grid, model.n_targets), np.float32) if return_map else None
     seconds["network"] = 0.0
-    for (r0, r1), (q0, q1) in tqdm(mine, desc="bands", unit="band", disable=not progress):
-        padded = renderer.window((r0 * f0 - c0, r1 * f0 + c0), (q0 * f1 - c1, q1 * f1 + c1))
-        start = time.perf_counter()
-        values = network(padded, (r1 - r0, q1 - q0))
-        seconds["network"] += time.perf_counter() - start
-        totals += values.sum(axis=(0, 1), dtype=np.float64)
-        if tile_map is not None:
-            tile_map[r0:r1, q0:q1] = values
+
+    def render(band):
+        ((r0, r1), (q0, q1)) = band
+        return renderer.window((r0 * f0 - c0, r1 * f0 + c0), (q0 * f1 - c1, q1 * f1 + c1))
+
+    # Rasterize the next band in a thread while the network runs on this one (NumPy and
+    # TensorFlow both release the GIL); two bands are in memory at a time.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(render, mine[0]) if (mine and prefetch) else None
+        for index in tqdm(range(len(mine)), desc="bands", unit="band", disable=not progress):
+            ((r0, r1), (q0, q1)) = mine[index]
+            padded = upcoming.result() if prefetch else render(mine[index])
+            if prefetch and index + 1 < len(mine):
+                upcoming = pool.submit(render, mine[index + 1])
+            start = time.perf_counter()
+            values = network(padded, (r1 - r0, q1 - q0))
+            seconds["network"] += time.perf_counter() - start
+            totals += values.sum(axis=(0, 1), dtype=np.float64)
+            if tile_map is not None:
+                tile_map[r0:r1, q0:q1] = values
     totals = np.asarray(backend.allreduce_sum(totals), dtype=np.float64)
     if tile_map is not None and backend.size > 1:
         tile_map = np.asarray(backend.allreduce_sum(tile_map), dtype=np.float32)
@@ -458,6 +472,7 @@ def evaluate_sheet(
     return_map: bool = False,
     evaluation: str | None = None,
     regions_per_band: int | None = None,
+    prefetch: bool = True,
 ) -> SheetResult:
     """Energy of a sheet of any size, band by band in bounded memory.
 
@@ -486,6 +501,9 @@ def evaluate_sheet(
     regions_per_band : int, optional
         Focus regions per band when ``band_rows`` is not given (default 4096); bands wider
         than this are also split along x.
+    prefetch : bool, default True
+        Rasterize the next band in a background thread while the network evaluates the
+        current one (two bands in memory).
 
     Returns
     -------
@@ -532,6 +550,7 @@ def evaluate_sheet(
         backend=backend,
         return_map=return_map,
         evaluation=evaluation,
+        prefetch=prefetch,
         started=started,
     )
 
@@ -603,10 +622,11 @@ def _defaults(options: dict) -> dict:
         "return_map",
         "evaluation",
         "regions_per_band",
+        "prefetch",
     )
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise TypeError(f"Unknown options {unknown}; evaluate_sheet takes {list(known)}.")
     defaults = dict.fromkeys(known)
-    defaults.update(progress=False, return_map=False)
+    defaults.update(progress=False, return_map=False, prefetch=True)
     return {**defaults, **options}

@@ -12,7 +12,9 @@ class StructureFileError(ValueError):
     """A structure file is missing, empty, corrupt or not a structure."""
 
 
-def read_frames(path: str | os.PathLike, index: str = ":", format: str | None = None) -> list[Atoms]:
+def read_frames(
+    path: str | os.PathLike, index: str = ":", format: str | None = None
+) -> list[Atoms]:
     """All frames of any ASE-readable file (extxyz, cif, POSCAR, OUTCAR, ...; ``.gz`` too).
 
     Raises

@@ -208,6 +208,14 @@ def validate_config(user: dict | None) -> dict:
         raise ConfigError(
             f"`training.optimizer.learning_rate` must be positive. Received: {learning_rate!r}"
         )
+    for key, least in (("focus", 1), ("context", 0)):
+        value = model[key]
+        pair = value if isinstance(value, list) and len(value) == 2 else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in pair):
+            raise ConfigError(
+                f"`model.{key}` must be an integer >= {least} (pixels) or a pair of them. "
+                f"Received: {value!r}"
+            )
     if model["boundary"] not in ("periodic", "zero"):
         raise ConfigError(
             f"`model.boundary` must be 'periodic' or 'zero'. Received: {model['boundary']!r}"
@@ -584,8 +592,6 @@ def _open_run(config, out, resume, overwrite, backend) -> tuple[dict, Path, bool
         resuming = resume and (run_dir / MARKER).exists()
     if resuming:
         config = _resumed_config(run_dir, config)
-    if backend.is_chief:
-        _io.atomic_write_text(run_dir / MARKER, yaml.safe_dump(config, sort_keys=False))
     return config, run_dir, resuming
 
 
@@ -606,10 +612,12 @@ def _load_data(config, run_dir: Path, resuming: bool, chief: bool, progress: boo
     used = np.isin(splits, KNOWN_SPLITS)
     data = data.subset(np.flatnonzero(used))
     data.splits = splits[used]
-    if chief and saved is None:
-        _io.atomic_write_text(run_dir / "split.json", json.dumps(record, indent=1))
     if not np.any(data.splits == "train"):
         raise readers.DataError("The training split is empty; check `data.splits`.")
+    if chief:  # only once the data are known to be usable, so a failed start leaves no run
+        _io.atomic_write_text(run_dir / MARKER, yaml.safe_dump(config, sort_keys=False))
+        if saved is None:
+            _io.atomic_write_text(run_dir / "split.json", json.dumps(record, indent=1))
     _say(chief, f"ednn train: {len(data)} structures " + json.dumps(record["counts"]))
     if config["training"]["cache"]:
         show = chief and progress

@@ -20,13 +20,29 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from ednn.data.engines import TBLiteEngine  # noqa: E402
-from ednn.structures import build_sheet  # noqa: E402
+from ednn.data.engines import TBLiteEngine
+from ednn.structures import build_sheet
 
-CELLS = [(4, 2), (2, 4), (5, 4), (6, 4), (4, 6), (7, 5), (8, 5), (5, 8), (10, 6), (6, 10),
-         (11, 6), (12, 7), (7, 12), (13, 8), (16, 10), (10, 16)]
+CELLS = [
+    (4, 2),
+    (2, 4),
+    (5, 4),
+    (6, 4),
+    (4, 6),
+    (7, 5),
+    (8, 5),
+    (5, 8),
+    (10, 6),
+    (6, 10),
+    (11, 6),
+    (12, 7),
+    (7, 12),
+    (13, 8),
+    (16, 10),
+    (10, 16),
+]
 
 
 def main() -> None:
@@ -39,27 +55,40 @@ def main() -> None:
     for material in ("graphene", "hbn"):
         for nx, ny in CELLS:
             n = 4 * nx * ny
-            if args.quick and n > 200 or material == "hbn" and n > 300:
+            if (args.quick and n > 200) or (material == "hbn" and n > 300):
                 continue
             atoms, _ = build_sheet(np.random.default_rng(0), material, nx, ny)
             start = time.perf_counter()
             energy = engine.energy(atoms)
-            rows.append({"material": material, "nx": nx, "ny": ny, "n_atoms": n,
-                         "energy_per_atom_eV": energy / n,
-                         "time_s": time.perf_counter() - start})
+            rows.append(
+                {
+                    "material": material,
+                    "nx": nx,
+                    "ny": ny,
+                    "n_atoms": n,
+                    "energy_per_atom_eV": energy / n,
+                    "time_s": time.perf_counter() - start,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     for material in ("graphene", "hbn"):
         sub = [r for r in rows if r["material"] == material]
         best = min(sub, key=lambda r: -r["n_atoms"] + 1e9 * (r["nx"] % 3 == 0))
         for r in sub:
-            r["error_meV_vs_largest"] = 1000 * (r["energy_per_atom_eV"] - best["energy_per_atom_eV"])
+            r["error_meV_vs_largest"] = 1000 * (
+                r["energy_per_atom_eV"] - best["energy_per_atom_eV"]
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"engine": engine.provenance(), "rows": rows}, indent=1))
-    print("\n| material | nx × ny | atoms | E/atom (eV) | vs largest nx∤3 cell (meV/atom) | time (s) |")
+    print(
+        "\n| material | nx × ny | atoms | E/atom (eV) | vs largest nx∤3 cell (meV/atom) | time (s) |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['material']} | {r['nx']} × {r['ny']} | {r['n_atoms']} | "
-              f"{r['energy_per_atom_eV']:.5f} | {r['error_meV_vs_largest']:+.2f} | {r['time_s']:.1f} |")
+        print(
+            f"| {r['material']} | {r['nx']} × {r['ny']} | {r['n_atoms']} | "
+            f"{r['energy_per_atom_eV']:.5f} | {r['error_meV_vs_largest']:+.2f} | {r['time_s']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,10 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from ase import Atoms
 
-from ednn import cells
 from ednn.data import readers
 from ednn.data.augment import augment_image
-from ednn.raster import RasterSpec, raster_layout, rasterize
+from ednn.raster import SPACING_TOLERANCE, RasterSpec, commensurate_sheet, raster_layout, rasterize
 
 __all__ = [
     "ImageSet",
@@ -41,64 +40,6 @@ __all__ = [
     "random_split",
     "shard",
 ]
-
-
-#: Largest relative deviation of the effective pixel size from the requested one (as in
-#: ``ednn.predict``) and the largest repeat per axis tried to reach it.
-SPACING_TOLERANCE = 0.02
-MAX_REPEAT = 16
-
-
-def _repeat_for(length: float, spacing: float, multiple: int, tolerance: float) -> int:
-    for repeat in range(1, MAX_REPEAT + 1):
-        n = max(multiple, multiple * round(repeat * length / (spacing * multiple)))
-        if abs(repeat * length / n - spacing) <= tolerance * spacing:
-            return repeat
-    raise ValueError(
-        f"No periodic repeat up to {MAX_REPEAT} of the cell length {length:.4f} Å splits into "
-        f"whole focus regions of {multiple} px at {spacing} Å/px within {tolerance:.0%}; "
-        "raise `data.spacing_tolerance` or change the spacing."
-    )
-
-
-def commensurate_sheet(
-    atoms: Atoms, spec: RasterSpec, tolerance: float | None = SPACING_TOLERANCE
-) -> Atoms:
-    """The cell that is imaged for ``atoms``: rectangular, repeated to fit the pixel grid.
-
-    Parameters
-    ----------
-    atoms : ase.Atoms
-        A periodic sheet or a flake (returned unchanged).
-    spec : RasterSpec
-        ``spacing`` (Å) and ``multiple_of`` (the model's focus, px) set the grid.
-    tolerance : float or None, default 0.02
-        Largest relative deviation of the effective pixel size from ``spec.spacing``; None
-        keeps the rectangular cell as it is (the rasterizer then allows 10 %).
-
-    Returns
-    -------
-    ase.Atoms
-        The rectangular cell repeated ``(rx, ry, 1)`` times; ``len(result) / len(atoms)`` is
-        the number of copies, by which extensive targets scale.
-
-    Example
-    -------
-    >>> from ase.build import graphene
-    >>> cell = cells.to_rectangular(graphene(vacuum=10.0)) * (5, 8, 1)  # 12.3 Å x 34.1 Å
-    >>> sheet = commensurate_sheet(cell, RasterSpec(spacing=0.25, multiple_of=8))
-    >>> len(sheet) // len(cell), sheet.cell.lengths()[:2].round(1).tolist()
-    (4, [49.2, 34.1])
-    """
-    if not cells.is_periodic_sheet(atoms):
-        return atoms
-    sheet = cells.to_rectangular(atoms)
-    if tolerance is None:
-        return sheet
-    multiple_y, multiple_x = spec.multiple_of
-    repeat_x = _repeat_for(sheet.cell[0, 0], spec.spacing, multiple_x, tolerance)
-    repeat_y = _repeat_for(sheet.cell[1, 1], spec.spacing, multiple_y, tolerance)
-    return sheet.repeat((repeat_x, repeat_y, 1)) if repeat_x * repeat_y > 1 else sheet
 
 
 @dataclasses.dataclass

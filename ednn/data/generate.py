@@ -106,22 +106,32 @@ def validate_config(user: dict) -> dict:
         where = f"recipes[{k}]"
         r = merge(RECIPE_DEFAULTS, require(recipe, dict, where), where)
         if not isinstance(r["name"], str) or not r["name"].replace("_", "").isalnum():
-            raise ConfigError(f"`{where}.name` must be a word (letters, digits, _). Received: {r['name']!r}")
+            raise ConfigError(
+                f"`{where}.name` must be a word (letters, digits, _). Received: {r['name']!r}"
+            )
         if r["name"] in names:
             raise ConfigError(f"`{where}.name` {r['name']!r} is used by two recipes")
         names.add(r["name"])
         require(r["count"], int, f"{where}.count")
-        for key, allowed in (("materials", MATERIALS), ("patterns", PATTERNS), ("defects", DEFECTS)):
+        for key, allowed in (
+            ("materials", MATERIALS),
+            ("patterns", PATTERNS),
+            ("defects", DEFECTS),
+        ):
             values = require(r[key], list, f"{where}.{key}")
             bad = [v for v in values if v not in allowed]
             if bad or not values:
-                raise ConfigError(f"`{where}.{key}` must be a non-empty list from {allowed}. Received: {values}")
+                raise ConfigError(
+                    f"`{where}.{key}` must be a non-empty list from {allowed}. Received: {values}"
+                )
         sizes = require(r["sizes"], list, f"{where}.sizes")
         if not sizes or not all(
             isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s)
             for s in sizes
         ):
-            raise ConfigError(f"`{where}.sizes` must be a list of [nx, ny] pairs. Received: {sizes}")
+            raise ConfigError(
+                f"`{where}.sizes` must be a list of [nx, ny] pairs. Received: {sizes}"
+            )
         temps = r["temperature"]
         if not (isinstance(temps, list) and len(temps) == 2 and 0 <= temps[0] <= temps[1]):
             raise ConfigError(f"`{where}.temperature` must be [low, high] in K. Received: {temps}")
@@ -182,7 +192,13 @@ def build(job: dict, config: dict, tersoff=None) -> tuple[Atoms, dict]:
     defect = str(rng.choice(defects))
     pattern = str(rng.choice(recipe["patterns"])) if material == "hetero" else None
     atoms, info = build_sheet(
-        rng, material, nx, ny, pattern=pattern, defect=defect, strain=recipe["strain"],
+        rng,
+        material,
+        nx,
+        ny,
+        pattern=pattern,
+        defect=defect,
+        strain=recipe["strain"],
         vacuum=config["vacuum"],
     )
     lo, hi = recipe["temperature"]
@@ -275,8 +291,13 @@ def _run_job(job: dict) -> dict:
             info[key] = value
     atoms.info.update(info)
     atoms.calc = SinglePointCalculator(atoms, energy=energy)
-    return {"id": job["id"], "status": "ok", "atoms": atoms, "n_atoms": len(atoms),
-            "label_time_s": label_time}
+    return {
+        "id": job["id"],
+        "status": "ok",
+        "atoms": atoms,
+        "n_atoms": len(atoms),
+        "label_time_s": label_time,
+    }
 
 
 # --- storage -----------------------------------------------------------------------------
@@ -382,13 +403,18 @@ def write_splits(root: Path, config: dict) -> dict:
     by_id = {job["id"]: job for job in jobs(config)}
     store = Store(root, config["shard_size"])
     labelled = sorted(store.finished_ids() & {a.info["id"] for a in read_shards(root)})
-    splits: dict[str, list[str]] = {s: [] for s in ("train", "validation", "test", "independent_md", "transfer")}
+    splits: dict[str, list[str]] = {
+        s: [] for s in ("train", "validation", "test", "independent_md", "transfer")
+    }
     for ident in labelled:
         if ident in by_id:
             splits[split_of(by_id[ident], config)].append(ident)
     payload = {
         "seed": config["splits"]["seed"],
-        "fractions": {"validation": config["splits"]["validation"], "test": config["splits"]["test"]},
+        "fractions": {
+            "validation": config["splits"]["validation"],
+            "test": config["splits"]["test"],
+        },
         "rule": "by trajectory group: snapshots of one MD run share a split",
         "counts": {k: len(v) for k, v in splits.items()},
         "ids": splits,
@@ -397,8 +423,9 @@ def write_splits(root: Path, config: dict) -> dict:
     return payload
 
 
-def generate(config: dict, out: str | os.PathLike, limit: int | None = None,
-             progress: bool = True) -> dict:
+def generate(
+    config: dict, out: str | os.PathLike, limit: int | None = None, progress: bool = True
+) -> dict:
     """Label every job of ``config`` not yet finished in ``out``; returns a summary.
 
     Parameters
@@ -496,12 +523,19 @@ def write_data_card(root: str | os.PathLike) -> str:
     ]
     keys = sorted({(i["recipe"], i["material"], i["defect"], i["split"]) for i in info})
     for key in keys:
-        mask = np.array([(i["recipe"], i["material"], i["defect"], i["split"]) == key for i in info])
+        mask = np.array(
+            [(i["recipe"], i["material"], i["defect"], i["split"]) == key for i in info]
+        )
         lines.append(
             f"| {' | '.join(key)} | {mask.sum()} | {energies[mask].min():.4f} | {energies[mask].max():.4f} |"
         )
-    lines += ["", "## Label time against size (one core per worker)", "",
-              "| atoms | structures | mean time (s) |", "| ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "## Label time against size (one core per worker)",
+        "",
+        "| atoms | structures | mean time (s) |",
+        "| ---: | ---: | ---: |",
+    ]
     for n in np.unique(sizes):
         sel = sizes == n
         lines.append(f"| {n} | {sel.sum()} | {np.nanmean(times[sel]):.2f} |")

@@ -15,7 +15,8 @@ One module per idea; none imports TensorFlow:
 - :mod:`~ednn.ks2d.scf`: the self-consistent loop, :func:`solve`;
 - :mod:`~ednn.ks2d.result`: :class:`KSResult`;
 - :mod:`~ednn.ks2d.potentials`: harmonic wells and random smooth wells;
-- :mod:`~ednn.ks2d.generate`: sharded, resumable dataset generation and its command line.
+- :mod:`~ednn.ks2d.generate`: sharded, resumable dataset generation and its command line
+  (:func:`generate_dataset`, :func:`load_dataset`, ``generate.main``).
 
 Example
 -------
@@ -26,7 +27,8 @@ Example
 True
 """
 
-from ednn.ks2d.generate import generate, load_dataset
+from ednn.ks2d.generate import generate as generate_dataset
+from ednn.ks2d.generate import load_dataset
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.hartree import Coulomb, hartree_energy, hartree_potential
 from ednn.ks2d.potentials import (
@@ -48,7 +50,7 @@ __all__ = [
     "KSFailure",
     "KSResult",
     "SCFNotConverged",
-    "generate",
+    "generate_dataset",
     "harmonic_potential",
     "hartree_energy",
     "hartree_potential",

@@ -93,7 +93,7 @@ def _fermi_dirac(eps: np.ndarray, n_electrons: float, kt: float) -> tuple[np.nda
     span = 50.0 * kt + float(np.ptp(eps)) + 1.0
     mu = scipy.optimize.brentq(count, eps[0] - span, eps[-1] + span, xtol=1e-14)
     f = scipy.special.expit(-(eps - mu) / kt)
-    if f[-1] > 1e-10:
+    if 2 * f[-1] > 1e-6:
         raise ValueError(
             "expected the highest computed level to be empty under the smearing; compute "
             f"more orbitals or reduce `smearing`. Received: smearing={kt!r}, "

@@ -6,8 +6,9 @@ Strubbe & Tamblyn, Phys. Rev. A 100, 022512 (2019):
 ``"sho"``
     Anisotropic simple harmonic oscillator ``v = ½ ω_x² (x - c_x)² + ½ ω_y² (y - c_y)²``.
     Defaults: ``ω_x, ω_y`` uniform in [0.3, 1.0] Ha, ``c_x, c_y`` uniform in [-2, 2] bohr.
-    The loosest case (ω = 0.3, N = 8, LDA) has its density fall to ~1e-12 bohr⁻² at the
-    edge of the default 24 bohr box (``max(n) ≈ 0.05``); a softer well needs a larger box.
+    The loosest case (ω_x = ω_y = 0.3, centre (2, 2), N = 8, LDA) leaves ~1e-7 bohr⁻² at
+    the edge of the default 24 bohr box (``max(n) ≈ 0.11``); the dataset generator rejects
+    densities above 1e-6 bohr⁻² there. A softer well needs a larger box.
 ``"blobs"``
     Random smooth wells: a binary random mask of ``resolution × resolution`` cells on the
     central ``fill`` fraction of the box, blurred by a Gaussian of width σ, normalised to a

@@ -7,15 +7,19 @@ orbitals of each iteration is
 
 with ``T_s = Σ_i f_i ⟨φ_i|-½∇²|φ_i⟩`` evaluated spectrally. The loop is
 
-1. ``v_eff = v_ext + v_H[n_in] + v_xc[n_in]`` (plus ``α K`` in ACE form for a hybrid, built
-   from the previous iteration's orbitals);
+1. ``v_eff = v_ext + v_H[n_in] + v_xc[n_in]`` (plus ``α K`` in ACE form for a hybrid);
 2. the lowest ``k = ⌈N/2⌉ + extra`` eigenpairs by LOBPCG, warm-started from the previous
    orbitals (:mod:`ednn.ks2d.eigensolver`);
 3. occupations (:mod:`ednn.ks2d.occupations`) and ``n_out = Σ f_i φ_i²``;
 4. stop when ``|ΔE| < energy_tol`` and ``∫|n_out - n_in| < density_tol`` and the occupied
    eigen-residuals are below ``residual_tol``; otherwise Pulay-mix (:mod:`ednn.ks2d.mixing`).
 
-The first ``n_in`` is the density of the independent-electron problem in ``v_ext``.
+The first ``n_in`` is the density of the independent-electron problem in ``v_ext``. For a
+hybrid this loop is the inner one: an outer loop rebuilds the ACE operator ``K`` from the
+orbitals of the last inner loop and stops when ``E`` and ``n`` change by less than the
+tolerances between outer iterations (a single loop that rebuilt ``K`` every iteration while
+Pulay-mixing the density stalled at ``∫|Δn| ~ 1e-3``: DIIS takes the residual to be a
+function of the density alone).
 A run that does not meet the tolerances in ``max_iter`` iterations raises
 :class:`SCFNotConverged`, which carries its history.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +40,7 @@ from ednn.ks2d.exchange import CompressedExchange, exact_exchange_energy
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.hartree import Coulomb
 from ednn.ks2d.mixing import PulayMixer
-from ednn.ks2d.occupations import occupations as occupy
+from ednn.ks2d.occupations import occupations
 from ednn.ks2d.result import KSResult
 from ednn.ks2d.xc import Functional
 
@@ -60,6 +65,14 @@ class SCFNotConverged(KSFailure):
 
 class DensityNotConfined(KSFailure):
     """The density does not vanish at the edges of the box (box too small or state unbound)."""
+
+
+def _occupy(eigenvalues: np.ndarray, n_electrons: int, smearing: float) -> tuple[np.ndarray, float]:
+    # Too few computed levels for the shell or the smearing is a failure of this sample.
+    try:
+        return occupations(eigenvalues, n_electrons, smearing)
+    except ValueError as error:
+        raise KSFailure(f"{error} (raise `extra_states`)") from error
 
 
 def _density(orbitals: np.ndarray, occ: np.ndarray) -> np.ndarray:
@@ -94,7 +107,7 @@ def solve(
     correction: str = "zeta2",
     max_edge_density: float | None = None,
     keep_orbitals: bool = True,
-    blas_threads: int | None = 1,
+    threads: int | None = 1,
 ) -> KSResult:
     """Solve the spin-unpolarised 2D Kohn–Sham equations self-consistently.
 
@@ -132,11 +145,12 @@ def solve(
         (bohr⁻²) on the outermost grid row or column.
     keep_orbitals : bool
         Keep the orbitals in the result.
-    blas_threads : int or None
-        BLAS threads while solving (needs ``threadpoolctl``; ignored without it); None
-        leaves them as they are. The eigensolver's products are tall and thin (``n² × 2k``)
-        and gain nothing from threads; on a loaded 2-core machine the default OpenBLAS
-        threading made them 6-10× slower than one thread.
+    threads : int or None
+        OpenMP threads of libxc (via ``pyscf.lib.num_threads``) and BLAS threads (via
+        ``threadpoolctl``, if installed) while solving; None leaves them as they are. The
+        work items are small (libxc on n² points, ``n² × 2k`` products) and gain nothing
+        from threads; on a loaded 2-core machine the default threading made libxc ~3000×
+        and the eigensolver 6-10× slower than one thread. Parallelise over samples instead.
 
     Returns
     -------
@@ -157,7 +171,7 @@ def solve(
     >>> round(float(grid.integrate(result.density)), 6)
     2.0
     """
-    with _blas_limit(blas_threads):
+    with _thread_limit(threads):
         return _solve(
             v_ext, n_electrons, grid, functional, smearing, extra_states, energy_tol,
             density_tol, residual_tol, max_iter, mixing, history, correction,
@@ -165,14 +179,29 @@ def solve(
         )  # fmt: skip
 
 
-def _blas_limit(threads: int | None) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def _thread_limit(threads: int | None) -> Iterator[None]:
+    # libxc (through pyscf) runs OpenMP loops and the eigensolver BLAS products; both are
+    # far too small to gain from threads, and contended threads made them slow.
     if threads is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: only a speed-up
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            from pyscf import lib as pyscf_lib
+
+            previous = pyscf_lib.num_threads()
+            pyscf_lib.num_threads(threads)
+            stack.callback(pyscf_lib.num_threads, previous)
+        except ImportError:  # pragma: no cover - pyscf is needed for xc anyway
+            pass
+        try:
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=threads))
+        except ImportError:  # optional: only a speed-up
+            pass
+        yield
 
 
 def _solve(
@@ -207,7 +236,7 @@ def _solve(
         )
 
     eig = lowest_eigenpairs(grid, v_ext, k, tol=0.1 * residual_tol)
-    occ, entropy = occupy(eig.values, n_electrons, smearing)
+    occ, entropy = _occupy(eig.values, n_electrons, smearing)
     if functional is None:
         energies = {"t_s": _kinetic(grid, eig, occ), "e_ext": 0.0, "e_hartree": 0.0}
         n_out = _density(eig.orbitals, occ)
@@ -226,7 +255,10 @@ def _solve(
     # Hybrids: an outer loop rebuilds the ACE exchange operator from the orbitals of the
     # last inner SCF, which converges the density with that operator held fixed. Mixing
     # the density while updating K every iteration (one loop) stalled at ∫|Δn| ~ 1e-3.
+    # Early inner loops need not be tight while K is still far from its fixed point: their
+    # tolerances follow the last outer change, down to the requested ones.
     outer_iterations = max_iter if alpha else 1
+    inner = (max(energy_tol, 1e-4), max(density_tol, 1e-2), residual_tol) if alpha else tolerances
     e_outer = np.inf
     for _ in range(outer_iterations):
         density_outer = state.density
@@ -236,14 +268,15 @@ def _solve(
         mixer = PulayMixer(beta=mixing, history=history, area_element=grid.area_element)
         converged = _inner_loop(
             state, grid, functional, coulomb, v_ext, n_electrons, smearing, nonlocal_op,
-            mixer, tolerances, max_iter - len(records), records,
+            mixer, inner, max_iter - len(records), records,
         )  # fmt: skip
         if not converged:
             break
         e_total = records[-1]["e_total"]
         outer_change = abs(e_total - e_outer)
         outer_density = float(grid.integrate(np.abs(state.density - density_outer)))
-        if not alpha or (outer_change < energy_tol and outer_density < density_tol):
+        strict = inner == tolerances
+        if not alpha or (strict and outer_change < energy_tol and outer_density < density_tol):
             return _result(
                 grid, n_electrons, functional.name, alpha, v_ext, state.density, state.eig,
                 state.occ, state.entropy, state.energies, len(records),
@@ -251,6 +284,11 @@ def _solve(
                 keep_orbitals, max_edge_density,
             )  # fmt: skip
         e_outer = e_total
+        inner = (
+            max(energy_tol, min(inner[0], 0.1 * outer_change)),
+            max(density_tol, min(inner[1], 0.1 * outer_density)),
+            residual_tol,
+        )
     last = records[-1]
     raise SCFNotConverged(
         f"expected |ΔE| < {energy_tol:g} Ha, ∫|Δn| < {density_tol:g} and eigen-residual < "
@@ -299,7 +337,7 @@ def _inner_loop(
             tol=0.1 * residual_tol,
             maxiter=100,
         )
-        occ, entropy = occupy(eig.values, n_electrons, smearing)
+        occ, entropy = _occupy(eig.values, n_electrons, smearing)
         n_out = _density(eig.orbitals, occ)
         energies = _energies(grid, functional, coulomb, v_ext, n_out, eig, occ)
         e_total = sum(energies.values())

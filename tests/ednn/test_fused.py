@@ -175,3 +175,13 @@ def test_default_architecture_fuses_and_matches_tiling():
     assert fused.total_stride == (4, 4) and fused.final_size == (5, 5)
     images = random_images((1, 32, 48, 4), seed=9)
     assert_relative(fused(images), tiled.tile_outputs(images))
+
+
+def test_fused_model_trains_with_keras_fit():
+    _, fused = models()
+    images = random_images((4, 16, 24, 2), seed=10)
+    targets = np.linspace(-1.0, 1.0, 4, dtype=np.float32)[:, None]
+    fused.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    history = fused.fit(images, targets, epochs=3, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert history.history["loss"][-1] < history.history["loss"][0]

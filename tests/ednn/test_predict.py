@@ -59,7 +59,9 @@ def test_json_output_one_object_per_frame(capsys, model_path, sheet_file):
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["frame"] for r in records] == [0, 1]
     for record in records:
-        assert record["energy_eV"] == pytest.approx(record["energy_per_atom_eV"] * record["n_atoms"])
+        assert record["energy_eV"] == pytest.approx(
+            record["energy_per_atom_eV"] * record["n_atoms"]
+        )
     assert records[1]["n_atoms"] == 59
 
 
@@ -72,7 +74,7 @@ def test_text_output_names_energy_and_atoms(capsys, model_path, sheet_file):
 def test_calculator_matches_command(capsys, model_path, sheet_file):
     from ase.io import read
 
-    code, out, _ = _run(capsys, sheet_file, "--model", model_path, "--json")
+    _, out, _ = _run(capsys, sheet_file, "--model", model_path, "--json")
     expected = [json.loads(line)["energy_eV"] for line in out.splitlines()]
     calc = EDNNCalculator(model=model_path)
     for atoms, energy in zip(read(sheet_file, ":"), expected, strict=True):

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,10 +26,21 @@ SMALL = {
     "shard_size": 2,
     "workers": 1,
     "recipes": [
-        {"name": "flat", "count": 3, "materials": ["graphene", "hbn"], "sizes": [[4, 3]],
-         "strain": 0.02},
-        {"name": "hot", "count": 2, "materials": ["hetero"], "sizes": [[4, 3]],
-         "temperature": [300, 600], "snapshots_per_trajectory": 2},
+        {
+            "name": "flat",
+            "count": 3,
+            "materials": ["graphene", "hbn"],
+            "sizes": [[4, 3]],
+            "strain": 0.02,
+        },
+        {
+            "name": "hot",
+            "count": 2,
+            "materials": ["hetero"],
+            "sizes": [[4, 3]],
+            "temperature": [300, 600],
+            "snapshots_per_trajectory": 2,
+        },
     ],
 }
 
@@ -57,7 +67,7 @@ def test_bad_material_is_named():
 
 
 def test_unknown_engine_is_named():
-    with pytest.raises(ConfigError, match="engine.name"):
+    with pytest.raises(ConfigError, match=r"engine\.name"):
         gen.validate_config({**SMALL, "engine": {"name": "vasp"}})
 
 
@@ -141,8 +151,16 @@ def test_kill_9_leaves_no_half_shard_and_rerun_completes(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "ednn.cli", "generate", str(path), "--out", str(out),
-               "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "ednn.cli",
+        "generate",
+        str(path),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "shards").glob("*.gz"))) < 2:

@@ -64,7 +64,7 @@ def test_frame_without_energy_is_named_with_its_file(tmp_path):
 def test_nan_energy_is_refused(tmp_path):
     path = tmp_path / "frames.extxyz"
     write_extxyz(path, [sheet(float("nan"))])
-    with pytest.raises(DataError, match="frame 0.*must be finite"):
+    with pytest.raises(DataError, match=r"frame 0.*must be finite"):
         read_labelled(path)
 
 
@@ -81,7 +81,7 @@ def test_other_targets_come_from_info(tmp_path):
 def test_corrupt_file_message_names_the_file(tmp_path):
     path = tmp_path / "broken.extxyz.gz"
     path.write_bytes(b"\x1f\x8b this is not gzip data")
-    with pytest.raises(StructureFileError, match="broken.extxyz.gz"):
+    with pytest.raises(StructureFileError, match=r"broken\.extxyz\.gz"):
         read_labelled(path)
 
 
@@ -144,12 +144,12 @@ def test_hdf5_nan_energy_names_the_index(tmp_path):
     with h5py.File(path, "w") as handle:
         handle["X"] = np.ones((3, 8, 8))
         handle["Y"] = np.array([-1.0, np.nan, -3.0])
-    with pytest.raises(DataError, match="'Y' must be finite.*indices 1"):
+    with pytest.raises(DataError, match=r"'Y' must be finite.*indices 1"):
         read_hdf5_images(path)
 
 
 def test_corrupt_hdf5_names_the_file(tmp_path):
     path = tmp_path / "broken.h5"
     path.write_bytes(b"not an hdf5 file at all")
-    with pytest.raises(DataError, match="broken.h5: could not read as HDF5"):
+    with pytest.raises(DataError, match=r"broken\.h5: could not read as HDF5"):
         read_hdf5_images(path)

@@ -6,6 +6,15 @@ import pytest
 pytest.importorskip("pyscf", reason="ednn.ks2d needs pyscf (the `ks2d` extra) for libxc")
 
 from ednn.ks2d.grid import Grid
+from ednn.ks2d.scf import _thread_limit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # As ednn.ks2d.solve does: direct calls of the eigensolver and libxc in these tests
+    # would otherwise run contended OpenMP/BLAS threads (many times slower on 2 cores).
+    with _thread_limit(1):
+        yield
 
 
 @pytest.fixture

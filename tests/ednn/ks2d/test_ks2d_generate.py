@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_dataset_has_shards_splits_and_manifest(dataset):
         "shard_00002.npz",
     ]
     splits = json.loads((out / "splits.json").read_text())
-    assert sorted(sum(splits.values(), [])) == [0, 1, 2, 3, 4]
+    assert sorted(itertools.chain(*splits.values())) == [0, 1, 2, 3, 4]
     assert not list((out / "pending").iterdir()) and not list(out.glob("*.tmp"))
 
 
@@ -81,7 +82,8 @@ def test_failures_are_logged_skipped_and_not_retried(tmp_path, monkeypatch):
     assert manifest["stored"] == 2 and manifest["failed"] == 1
     failure = json.loads((tmp_path / "failures.jsonl").read_text().splitlines()[0])
     assert failure["id"] == 1 and failure["error"] == "SCFNotConverged"
-    assert 1 not in sum(json.loads((tmp_path / "splits.json").read_text()).values(), [])
+    splits = json.loads((tmp_path / "splits.json").read_text())
+    assert 1 not in itertools.chain(*splits.values())
     monkeypatch.setattr(gen, "solve_sample", lambda c, i: pytest.fail("recomputed"))
     assert gen.generate(config, tmp_path, progress=False)["failed"] == 1
 

@@ -1,0 +1,98 @@
+"""Learning curve of the default model: test error against the amount of training data.
+
+Trains the model of ``configs/train_default.yaml`` on 10, 25, 50 and 100 % of the training
+split (a seeded subset, ``data.train_fraction``; validation and test splits unchanged) and
+reports the best model's MAE and RMSE in meV/atom on the test and independent-MD splits.
+Each run lives in ``OUT/fraction-XXX`` and is resumed if it exists, so the script can be
+stopped and rerun.
+
+    python experiments/default_model/learning_curve.py \
+        --config configs/train_default.yaml --out runs/learning_curve
+
+Writes ``experiments/results/default_model_learning_curve.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+from ednn import _io
+from ednn.config import load_yaml
+from ednn.train import train
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SPLITS = ("test", "independent_md")
+
+
+def learning_curve(config: dict, fractions, out: Path, epochs: int | None) -> dict:
+    """Train one model per fraction; returns the errors per fraction and split."""
+    points = []
+    for fraction in fractions:
+        run = copy.deepcopy(config)
+        run.setdefault("data", {})["train_fraction"] = fraction
+        run_dir = out / f"fraction-{round(100 * fraction):03d}"
+        summary = train(run, run_dir, resume=True, epochs=epochs)
+        counts = json.loads((run_dir / "metrics.json").read_text())["n_structures"]
+        points.append(
+            {
+                "fraction": fraction,
+                "n_train": counts["train"],
+                "best_epoch": summary["best_epoch"],
+                "run_dir": str(run_dir),
+                **{split: summary["metrics"].get(split) for split in SPLITS},
+            }
+        )
+    return {"config": config, "epochs": epochs, "points": points}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 4))
+    for split in SPLITS:
+        points = [p for p in result["points"] if p.get(split) and "mae" in p[split]]
+        if points:
+            axis.loglog(
+                [p["n_train"] for p in points],
+                [p[split]["mae"] for p in points],
+                "o-",
+                label=f"{split} MAE",
+            )
+    axis.set_xlabel("training structures")
+    axis.set_ylabel("MAE (meV/atom)")
+    axis.set_title("Default EDNN: learning curve")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with _io.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/train_default.yaml")
+    parser.add_argument("--out", default="runs/learning_curve", help="parent of the run dirs")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
+    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument("--name", default="default_model_learning_curve", help="results name")
+    args = parser.parse_args(argv)
+    result = learning_curve(load_yaml(args.config), args.fractions, Path(args.out), args.epochs)
+    result["command"] = " ".join(["python", *sys.argv])
+    RESULTS.mkdir(exist_ok=True)
+    _io.atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(result, indent=1))
+    plot(result, RESULTS / f"{args.name}.png")
+    for point in result["points"]:
+        mae = (point.get("test") or {}).get("mae", float("nan"))
+        print(f"{point['n_train']:6d} training structures: test MAE {mae:.2f} meV/atom")
+
+
+if __name__ == "__main__":
+    main()
