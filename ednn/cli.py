@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("ednn.commands", "describe a saved ednn model"),
     "generate": ("ednn.data.generate", "build and label a reference dataset (resumable)"),
     "train": ("ednn.train", "train a model from a YAML config, with TensorBoard"),
+    "ks2d-generate": (
+        "ednn.ks2d.generate",
+        "2D Kohn-Sham samples (SHO / random potentials, LDA / GGA / hybrid), resumable",
+    ),
 }
 
 
@@ -52,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ednn: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    runner = getattr(module, f"{name}_main", None) or module.main
+    runner = getattr(module, f"{name.replace('-', '_')}_main", None) or module.main
     try:
         return int(runner(rest) or 0)
     except SystemExit as exit_:

@@ -26,6 +26,7 @@ import dataclasses
 import math
 import time
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -321,6 +322,31 @@ class _BandRenderer:
 # --- The network on one band -----------------------------------------------------------------
 
 
+# One traced function per model and path, so that repeated calls (many small structures)
+# do not trace the network again; entries go away with their model.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(model, use_fused: bool):
+    cache = _COMPILED.setdefault(model, {})
+    if use_fused not in cache:
+        scale, shift = model.energy_scale, model.energy_shift_per_tile
+        signature = [tf.TensorSpec([None, None, None, model.n_channels], tf.float32)]
+        if use_fused:
+            fused = model.fused_network
+
+            def run(padded):
+                return apply_energy_affine(fused.on_padded(padded, training=False), scale, shift)
+        else:
+
+            def run(tiles):
+                values = model.tile_network(tiles, training=False)
+                return apply_energy_affine(values, scale, shift)
+
+        cache[use_fused] = tf.function(run, input_signature=signature)
+    return cache[use_fused]
+
+
 class _BandNetwork:
     """Per-region outputs of a padded band, fused or tile by tile."""
 
@@ -344,20 +370,7 @@ class _BandNetwork:
         self.batch_size = check_positive_int(
             DEFAULT_TILE_BATCH if batch_size is None else batch_size, "batch_size"
         )
-        scale, shift = model.energy_scale, model.energy_shift_per_tile
-        signature = [tf.TensorSpec([None, None, None, model.n_channels], tf.float32)]
-        if use_fused:
-            fused = model.fused_network
-
-            def run(padded):
-                return apply_energy_affine(fused.on_padded(padded, training=False), scale, shift)
-        else:
-
-            def run(tiles):
-                values = model.tile_network(tiles, training=False)
-                return apply_energy_affine(values, scale, shift)
-
-        self._run = tf.function(run, input_signature=signature)
+        self._run = _compiled(model, use_fused)
 
     def __call__(self, padded: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
         if self.path == "fused":

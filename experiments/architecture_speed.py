@@ -210,6 +210,7 @@ def write_json_atomically(data: object, path: Path) -> None:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         json.dump(data, stream, indent=2)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared
     os.replace(tmp, path)
 
 
@@ -237,6 +238,7 @@ def plot(rows: list[dict], path: Path) -> None:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     figure.savefig(tmp, format="png", dpi=120)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared
     os.replace(tmp, path)
 
 

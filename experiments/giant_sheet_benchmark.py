@@ -256,9 +256,10 @@ def plot(result: dict, path: Path) -> None:
         fit = result["fits"][method]["seconds"]
         label = method + (f" (N^{fit['exponent']:.2f})" if fit else "")
         axes[0].loglog(n, [r["seconds"] for r in rows], "o-", label=label)
-        axes[1].loglog(n, [r["peak_rss_mb"] for r in rows], "o-", label=method)
+        above = [max(r["peak_rss_mb"] - r["baseline_rss_mb"], 1.0) for r in rows]
+        axes[1].loglog(n, above, "o-", label=method)
     axes[0].set_ylabel("wall time (s)")
-    axes[1].set_ylabel("peak resident memory (MB)")
+    axes[1].set_ylabel("peak memory above baseline (MB)\n(baseline: imports + the structure)")
     for ax in axes:
         ax.set_xlabel("atoms")
         ax.grid(True, which="both", alpha=0.3)
@@ -267,6 +268,7 @@ def plot(result: dict, path: Path) -> None:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     figure.savefig(tmp, format="png", dpi=120)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared
     os.replace(tmp, path)
 
 
@@ -274,6 +276,7 @@ def write_json_atomically(data: object, path: Path) -> None:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         json.dump(data, stream, indent=2)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared
     os.replace(tmp, path)
 
 

@@ -13,8 +13,8 @@
 # 1 and 2 were built and tested on CPU (Python 3.11, gcc 12); 3 (the GPU build) was NOT tested.
 #
 # The built wheel is cached, keyed by the Horovod, TensorFlow and Python versions and the
-# variant, so a second run on the same machine installs in seconds instead of building for
-# ~10 minutes.
+# variant, so a second run on the same machine skips the ~10-minute build: it installs in
+# seconds, and its final checks (which import TensorFlow a few times) take about a minute.
 #
 # Usage:   bash scripts/install_horovod.sh          (on a shared machine: nice -n 15 bash ...)
 # Env:     PYTHON                interpreter to install into (default: python3 on PATH)

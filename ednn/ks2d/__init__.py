@@ -27,8 +27,6 @@ Example
 True
 """
 
-from ednn.ks2d.generate import generate as generate_dataset
-from ednn.ks2d.generate import load_dataset
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.hartree import Coulomb, hartree_energy, hartree_potential
 from ednn.ks2d.potentials import (
@@ -61,3 +59,13 @@ __all__ = [
     "sample_potential",
     "solve",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy, so that `python -m ednn.ks2d.generate` does not import the module twice.
+    if name in ("generate_dataset", "load_dataset"):
+        import importlib
+
+        module = importlib.import_module("ednn.ks2d.generate")
+        return module.generate if name == "generate_dataset" else module.load_dataset
+    raise AttributeError(f"module 'ednn.ks2d' has no attribute {name!r}")

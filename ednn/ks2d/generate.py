@@ -56,7 +56,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "shard_size": 100,
     "splits": {"train": 0.8, "val": 0.1, "test": 0.1},
-    "smearing": 0.0,
+    "smearing": 0.01,
     "scf": {},
     "max_edge_density": 1e-6,
     "field_dtype": "float32",

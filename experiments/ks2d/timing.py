@@ -1,8 +1,8 @@
 """Wall time per sample of the 2D Kohn–Sham solver, by grid, electron count and functional.
 
 Random harmonic wells (the dataset defaults: ω in [0.3, 1.0] Ha, centre within ±2 bohr,
-24 bohr box), seeds 0..S-1, N = 2, 4, 6, 8, LDA / GGA / hybrid, on 64² and 96² grids,
-one thread (as ``ednn.ks2d.solve`` sets). Writes ``timing.json`` and ``timing.png`` next
+24 bohr box, Fermi smearing kT = 0.01 Ha), seeds 0..S-1, N = 2, 4, 6, 8, LDA / GGA /
+hybrid, on 64² and 96² grids, one thread (as ``ednn.ks2d.solve`` sets). Writes ``timing.json`` and ``timing.png`` next
 to this script (or in ``--out``) and prints a Markdown table.
 
     python experiments/ks2d/timing.py [--grids 64 96] [--samples 3] [--out DIR]
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grids", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--box", type=float, default=24.0)
+    parser.add_argument("--smearing", type=float, default=0.01)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args(argv)
     rows = []
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
                     v_ext, _ = random_harmonic(grid, seed)
                     start = time.perf_counter()
                     try:
-                        result = solve(v_ext, n_electrons, grid, functional)
+                        result = solve(v_ext, n_electrons, grid, functional, smearing=args.smearing)
                     except KSFailure:
                         failures += 1
                         continue
