@@ -159,7 +159,7 @@ class _Sheet:
             xy[xy >= lengths] = 0.0
         order = np.argsort(xy[:, 1], kind="stable")
         self.xy = xy[order]
-        self.numbers = np.asarray(numbers)[order]
+        self.numbers = np.asarray(numbers, dtype=np.uint8)[order]  # Z <= 118
         self.heights = None if heights is None else np.asarray(heights)[order]
 
     def select(self, y_range, x_range):
