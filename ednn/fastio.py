@@ -73,6 +73,15 @@ def read_structure(
     return ase.io.read(path, index=index)
 
 
+def count_frames(path: str | os.PathLike) -> int | None:
+    """Number of frames of a plain (ext)xyz file, or None if it is not of that simple form."""
+    with open(path, "rb") as stream:
+        try:
+            return len(_frame_offsets(stream))
+        except _NotSimple:
+            return None
+
+
 def _frame_offsets(stream) -> list[tuple[int, int]]:
     # (byte offset of the comment line, atom count) of every frame.
     frames = []
