@@ -124,14 +124,29 @@ class Predictor:
             raise ValueError("internal error: the rectangular supercell is not a whole multiple")
         return sheet, round(multiplicity)
 
-    def predict(self, atoms: Atoms, tile_map: bool = False) -> Prediction:
-        """Energy of one structure (any size; large sheets go band by band)."""
+    def predict(
+        self, atoms: Atoms, tile_map: bool = False, progress: bool = False, backend=None
+    ) -> Prediction:
+        """Energy of one structure (any size; large sheets go band by band).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            Periodic sheet (any supported cell) or flake; positions in Å.
+        tile_map : bool
+            Also return the per-focus-region energy map (evaluates in memory).
+        progress : bool
+            Show a progress bar over bands for large sheets.
+        backend : ednn.distributed backend, optional
+            Splits the bands of a large sheet across processes (``horovodrun``).
+        """
         self.check_species(atoms)
         sheet, multiplicity = self.evaluation_cell(atoms)
         if len(sheet) > STREAM_THRESHOLD and not tile_map:
             from ednn.stream import evaluate_sheet
 
-            network = float(evaluate_sheet(self.model, sheet).energy_eV)
+            result = evaluate_sheet(self.model, sheet, progress=progress, backend=backend)
+            network = float(result.energy_eV)
             energy_map = None
         else:
             image = rasterize(sheet, self.spec)
@@ -188,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TypeError) as err:
         print(f"ednn energy: error: {err}", file=sys.stderr)
         return 2
+    from ednn.distributed import get_backend
+
+    backend = get_backend()  # Horovod under horovodrun: bands of large sheets split by rank
+    chief = backend.is_chief
     status = 0
     wrote_map = False
     for path in args.structures:
@@ -207,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     from ednn.stream import evaluate_repeat
 
                     sheet, multiplicity = predictor.evaluation_cell(atoms)
-                    result = evaluate_repeat(predictor.model, sheet, nx, ny)
+                    result = evaluate_repeat(
+                        predictor.model, sheet, nx, ny, progress=chief, backend=backend
+                    )
                     n_atoms = len(atoms) * nx * ny
                     energy = (
                         result.energy_eV / multiplicity
@@ -215,7 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     pred = Prediction(energy, n_atoms)
                 else:
-                    pred = predictor.predict(atoms, tile_map=bool(args.map) and not wrote_map)
+                    pred = predictor.predict(
+                        atoms,
+                        tile_map=bool(args.map) and not wrote_map,
+                        progress=chief,
+                        backend=backend,
+                    )
             except (ValueError, TypeError) as err:
                 print(f"ednn energy: error: {path} frame {k}: {err}", file=sys.stderr)
                 status = 1
@@ -227,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 status = 1
                 continue
+            if not chief:
+                continue  # every rank computed the sum; only rank 0 reports it
             if args.map and pred.tile_map is not None and not wrote_map:
                 _map_png(pred.tile_map, args.map, f"{Path(path).name} frame {k}")
                 wrote_map = True

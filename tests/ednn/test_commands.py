@@ -1,0 +1,107 @@
+"""`ednn --help`, `ednn rasterize`, `ednn tiles` and `ednn info`, called in process."""
+
+import json
+
+import numpy as np
+import pytest
+from ase.io import read, write
+
+from ednn import cli
+from ednn.structures import build_sheet
+
+
+@pytest.fixture(scope="module")
+def sheet(tmp_path_factory):
+    atoms, _ = build_sheet(np.random.default_rng(0), "hetero", 5, 3, pattern="stripes")
+    path = tmp_path_factory.mktemp("cli") / "sheet.extxyz"
+    write(path, atoms)
+    return path, len(atoms)
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("energy", "rasterize", "tiles", "info", "generate", "train", "ks2d-generate"):
+        assert name in out
+
+
+def test_unknown_command_is_an_error(capsys):
+    assert cli.main(["rasterise"]) == 2
+    assert "unknown command 'rasterise'" in capsys.readouterr().err
+
+
+def test_rasterize_writes_npy_with_atom_counts(sheet, tmp_path, capsys):
+    path, n_atoms = sheet
+    out = tmp_path / "image.npy"
+    assert cli.main(["rasterize", str(path), "-o", str(out), "--spacing", "0.1"]) == 0
+    image = np.load(out)
+    assert image.shape[-1] == 4  # C, B, N, height
+    cell = read(path).cell
+    cell_area = float(cell[0, 0] * cell[1, 1])
+    pixel_area = cell_area / (image.shape[0] * image.shape[1])
+    assert image[..., :3].sum() * pixel_area == pytest.approx(n_atoms, rel=1e-3)
+    assert "channels C, B, N, height" in capsys.readouterr().out
+
+
+def test_rasterize_writes_png(sheet, tmp_path):
+    path, _ = sheet
+    out = tmp_path / "image.png"
+    assert cli.main(["rasterize", str(path), "-o", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rasterize_refuses_other_suffix(sheet, tmp_path):
+    path, _ = sheet
+    assert cli.main(["rasterize", str(path), "-o", str(tmp_path / "image.jpg")]) == 2
+
+
+def test_rasterize_unknown_species_is_named(tmp_path, capsys):
+    atoms, _ = build_sheet(np.random.default_rng(0), "graphene", 5, 3)
+    atoms[0].symbol = "Si"
+    path = tmp_path / "si.extxyz"
+    write(path, atoms)
+    assert cli.main(["rasterize", str(path), "-o", str(tmp_path / "x.npy")]) == 1
+    assert "Si" in capsys.readouterr().err
+
+
+def test_tiles_reports_grid_and_counts(sheet, capsys):
+    path, n_atoms = sheet
+    code = cli.main(
+        ["tiles", str(path), "--focus", "8", "--context", "4", "--spacing", "0.3", "--json"]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_atoms"] == n_atoms
+    assert report["tile_px"] == 16
+    assert report["n_tiles"] == report["grid"][0] * report["grid"][1]
+    assert report["image_px"] == [8 * report["grid"][0], 8 * report["grid"][1]]
+
+
+def test_tiles_needs_focus_and_context(sheet, capsys):
+    path, _ = sheet
+    assert cli.main(["tiles", str(path)]) == 1
+    assert "--focus" in capsys.readouterr().err
+
+
+def test_info_describes_shipped_model(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metadata"]["units"] == "eV"
+    assert report["metadata"]["raster"]["species"] == ["C", "B", "N"]
+    assert report["focus_px"] == [16, 16]
+
+
+def test_info_missing_model_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path / "none.keras")]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_energy_with_shipped_model_on_example(capsys):
+    from importlib import resources
+
+    example = resources.files("ednn").joinpath("examples", "cbn_sheet.extxyz")
+    assert cli.main(["energy", str(example), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["n_atoms"] == 416
+    # C|BN between graphene (-57.8) and hBN (-63.9 eV/atom) in GFN1-xTB.
+    assert -64.0 < record["energy_per_atom_eV"] < -57.5
