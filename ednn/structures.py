@@ -254,3 +254,42 @@ def build_sheet(
         "ny": int(ny),
     }
     return atoms, description
+
+
+def rippled_graphene(
+    n_atoms: int,
+    amplitude: float = 0.5,
+    waves: int = 3,
+    noise: float = 0.05,
+    seed: int = 0,
+) -> Atoms:
+    """Roughly square rectangular graphene sheet of about ``n_atoms`` atoms, rippled.
+
+    For benchmarks: ``z`` gets ``amplitude · sin(2π waves x / Lx)`` plus Gaussian noise of
+    width ``noise`` (all in Å), so that the height channel has work to do.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Target atom count (the result is the nearest multiple of 4).
+    amplitude, noise : float
+        Ripple amplitude and random height noise in Å.
+    waves : int
+        Ripple wavelengths along x.
+    seed : int
+        Seed of the noise.
+    """
+    from ase.build import graphene
+
+    from ednn import cells
+
+    unit = cells.to_rectangular(graphene(vacuum=10.0))
+    lx, ly = unit.cell[0, 0], unit.cell[1, 1]
+    nx = max(1, round(np.sqrt(n_atoms / 4 * ly / lx)))
+    ny = max(1, round(n_atoms / 4 / nx))
+    sheet = unit * (nx, ny, 1)
+    rng = np.random.default_rng(seed)
+    x = sheet.positions[:, 0] / sheet.cell[0, 0]
+    ripple = amplitude * np.sin(2 * np.pi * waves * x)
+    sheet.positions[:, 2] += ripple + rng.normal(0, noise, len(sheet))
+    return sheet

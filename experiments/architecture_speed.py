@@ -29,12 +29,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from ase.build import graphene
 
-from ednn import cells, raster
+from ednn import raster
 from ednn.fused import DEFAULT_ARCHITECTURE
 from ednn.model import build_ednn
 from ednn.stream import evaluate_sheet
+from ednn.structures import rippled_graphene
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -81,19 +81,6 @@ CANDIDATES = [
         dense_units=[128, 32],
     ),
 ]
-
-
-def rippled_graphene(n_atoms: int, seed: int = 0):
-    """Roughly square rectangular graphene sheet of about ``n_atoms`` atoms (Å), rippled."""
-    unit = cells.to_rectangular(graphene(vacuum=10.0))
-    lx, ly = unit.cell[0, 0], unit.cell[1, 1]
-    nx = max(1, round(math.sqrt(n_atoms / 4 * ly / lx)))
-    ny = max(1, round(n_atoms / 4 / nx))
-    sheet = unit * (nx, ny, 1)
-    rng = np.random.default_rng(seed)
-    x = sheet.positions[:, 0] / sheet.cell[0, 0]
-    sheet.positions[:, 2] += 0.5 * np.sin(2 * np.pi * 3 * x) + rng.normal(0, 0.05, len(sheet))
-    return sheet
 
 
 def build(architecture: dict, evaluation: str = "auto"):

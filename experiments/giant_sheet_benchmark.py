@@ -59,20 +59,10 @@ DEFAULT_METHOD_MAX = {
 
 
 def rippled_graphene(n_atoms: int, seed: int = 0):
-    """Roughly square rectangular graphene sheet of about ``n_atoms`` atoms (Å), rippled."""
-    from ase.build import graphene
+    """The benchmark sheet: about ``n_atoms`` atoms of graphene, rippled (Å)."""
+    from ednn.structures import rippled_graphene as build
 
-    from ednn import cells
-
-    unit = cells.to_rectangular(graphene(vacuum=10.0))
-    lx, ly = unit.cell[0, 0], unit.cell[1, 1]
-    nx = max(1, round(math.sqrt(n_atoms / 4 * ly / lx)))
-    ny = max(1, round(n_atoms / 4 / nx))
-    sheet = unit * (nx, ny, 1)
-    rng = np.random.default_rng(seed)
-    x = sheet.positions[:, 0] / sheet.cell[0, 0]
-    sheet.positions[:, 2] += 0.3 * np.sin(2 * np.pi * 2 * x) + rng.normal(0, 0.05, len(sheet))
-    return sheet
+    return build(n_atoms, amplitude=0.3, waves=2, seed=seed)
 
 
 def _rss_mb(field: str) -> float:

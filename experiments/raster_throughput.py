@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import tempfile
@@ -23,24 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ase.build import graphene
 
-from ednn import cells, raster
+from ednn import raster
+from ednn.structures import rippled_graphene
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def rippled_graphene(n_atoms: int, seed: int = 0):
-    """Roughly square rectangular graphene sheet of about ``n_atoms`` atoms (Å)."""
-    unit = cells.to_rectangular(graphene(vacuum=10.0))
-    lx, ly = unit.cell[0, 0], unit.cell[1, 1]
-    nx = max(1, round(math.sqrt(n_atoms / 4 * ly / lx)))
-    ny = max(1, round(n_atoms / 4 / nx))
-    sheet = unit * (nx, ny, 1)
-    rng = np.random.default_rng(seed)
-    x = sheet.positions[:, 0] / sheet.cell[0, 0]
-    sheet.positions[:, 2] += 0.5 * np.sin(2 * np.pi * 3 * x) + rng.normal(0, 0.05, len(sheet))
-    return sheet
 
 
 def time_one(atoms, spec: raster.RasterSpec, repeats: int = 1) -> dict:
