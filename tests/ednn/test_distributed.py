@@ -408,3 +408,27 @@ def test_two_process_sheet_evaluation_equals_one_process(trained):
         assert float(two["energy"]) == pytest.approx(float(one["energy"]), rel=1e-12, abs=1e-9)
         np.testing.assert_allclose(two["values"], one["values"], rtol=1e-12)
         np.testing.assert_array_equal(two["map"], one["map"])
+
+
+@pytest.mark.horovod
+@requires_horovod
+def test_ednn_energy_under_horovodrun_equals_one_process(tmp_path):
+    from ase.io import write
+
+    from ednn.structures import build_sheet
+
+    cell, _ = build_sheet(np.random.default_rng(5), "hetero", 7, 6, pattern="dot")
+    path = tmp_path / "cell.extxyz"
+    write(path, cell)
+    ednn = str(Path(sys.executable).with_name("ednn"))
+    args = [ednn, "energy", str(path), "--repeat", "6", "6", "--json"]
+    single = _run(args, cwd=tmp_path)
+    launcher = [_horovodrun(), "--gloo", "-np", "2", "-H", "localhost:2"]
+    double = _run([*launcher, *args], cwd=tmp_path)
+    one = json.loads(single.stdout.strip().splitlines()[-1])
+    # horovodrun prefixes each line with "[rank,0]<stdout>:" where it tags output.
+    lines = [line for line in double.stdout.splitlines() if '"energy_eV"' in line]
+    records = [json.loads(line[line.index("{") :]) for line in lines]
+    assert len(records) == 1  # only rank 0 reports
+    assert records[0]["n_atoms"] == 36 * len(cell)
+    assert records[0]["energy_eV"] == pytest.approx(one["energy_eV"], rel=1e-9)
