@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 
 from ednn._validation import as_int_pair
-from ednn.layers import BOUNDARIES, _as_context_pair
+from ednn.layers import tiling_arguments
 
 __all__ = [
     "DEFAULT_ARCHITECTURE",
@@ -107,9 +107,7 @@ def pad_context(images, context: int | Sequence[int], boundary: str = "periodic"
     Returns:
         The padded images, `(batch, H + 2 context[0], W + 2 context[1], C)`.
     """
-    context = _as_context_pair(context)
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"`boundary` must be one of {BOUNDARIES}. Received: boundary={boundary!r}")
+    _, context, boundary = tiling_arguments(1, context, boundary)
     images = tf.convert_to_tensor(images)
     (c0, c1) = context
     if boundary == "zero":
@@ -199,13 +197,7 @@ class FusedTileNetwork:
 
     def __init__(self, tile_network, focus, context, boundary: str = "periodic"):
         self.tile_network = tile_network
-        self.focus = as_int_pair(focus, "focus")
-        self.context = _as_context_pair(context)
-        if boundary not in BOUNDARIES:
-            raise ValueError(
-                f"`boundary` must be one of {BOUNDARIES}. Received: boundary={boundary!r}"
-            )
-        self.boundary = boundary
+        self.focus, self.context, self.boundary = tiling_arguments(focus, context, boundary)
         self.tile_shape = tuple(f + 2 * c for f, c in zip(self.focus, self.context, strict=True))
         self._plan()
 

@@ -42,6 +42,13 @@ def _as_context_pair(value) -> tuple[int, int]:
     return (int(pair[0]), int(pair[1]))
 
 
+def tiling_arguments(focus, context, boundary: str) -> tuple[tuple[int, int], tuple[int, int], str]:
+    """Checked ``(focus, context, boundary)`` of a tiling, sizes as ``(y, x)`` pixel pairs."""
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"`boundary` must be one of {BOUNDARIES}. Received: boundary={boundary!r}")
+    return as_int_pair(focus, "focus"), _as_context_pair(context), boundary
+
+
 @keras.saving.register_keras_serializable(package="ednn")
 class ExtractTiles(keras.layers.Layer):
     """Cuts a batch of images into overlapping focus/context tiles.
@@ -89,13 +96,7 @@ class ExtractTiles(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.focus = as_int_pair(focus, "focus")
-        self.context = _as_context_pair(context)
-        if boundary not in BOUNDARIES:
-            raise ValueError(
-                f"`boundary` must be one of {BOUNDARIES}. Received: boundary={boundary!r}"
-            )
-        self.boundary = boundary
+        self.focus, self.context, self.boundary = tiling_arguments(focus, context, boundary)
 
     @property
     def tile_shape(self) -> tuple[int, int]:
