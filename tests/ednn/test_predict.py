@@ -164,3 +164,17 @@ def test_flake_is_evaluated_in_a_box(model_path):
     atoms, _ = build_sheet(np.random.default_rng(0), "graphene", 4, 3)
     flake = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, pbc=False)
     assert np.isfinite(predictor.predict(flake).energy)
+
+
+def test_repeat_option_equals_explicit_repeat(capsys, model_path, tmp_path):
+    atoms, _ = build_sheet(np.random.default_rng(4), "hetero", 5, 3, pattern="dot")
+    cell = tmp_path / "cell.extxyz"
+    big = tmp_path / "big.extxyz"
+    write(cell, atoms)
+    write(big, atoms.repeat((3, 2, 1)))
+    _, out, _ = _run(capsys, cell, "--model", model_path, "--json", "--repeat", "3", "2")
+    repeated = json.loads(out)
+    _, out, _ = _run(capsys, big, "--model", model_path, "--json")
+    explicit = json.loads(out)
+    assert repeated["n_atoms"] == explicit["n_atoms"] == 6 * len(atoms)
+    assert repeated["energy_eV"] == pytest.approx(explicit["energy_eV"], rel=1e-6)
