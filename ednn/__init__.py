@@ -33,13 +33,13 @@ def _import_keras_layers() -> None:
         sys.stderr.flush()
         saved = _os.dup(2)
     except (OSError, ValueError, AttributeError):
-        from ednn import layers, model
+        from ednn import dcign, layers, model
 
         return
     with tempfile.TemporaryFile() as sink:
         _os.dup2(sink.fileno(), 2)
         try:
-            from ednn import layers, model  # noqa: F401  (registers Keras custom objects)
+            from ednn import dcign, layers, model  # noqa: F401  (registers Keras custom objects)
         finally:
             _os.dup2(saved, 2)
             _os.close(saved)

@@ -73,6 +73,7 @@ def encoder_decoder(
     filters: Sequence[int] = (16, 32, 64),
     *,
     activation: str = "swish",
+    n_channels: int = 1,
     name: str = "encoder_decoder",
 ) -> keras.Model:
     """A fully convolutional encoder–decoder from a tile to its focus region.
@@ -87,10 +88,11 @@ def encoder_decoder(
         focus: `(f0, f1)`, at most `tile_shape` with `T - f` even.
         filters: Channels per level, coarsest last.
         activation: Activation of the hidden convolutions.
+        n_channels: Channels of the input tiles.
         name: Name of the model.
 
     Returns:
-        A Keras model `(None, T0, T1, 1) -> (None, f0, f1, 1)`.
+        A Keras model `(None, T0, T1, n_channels) -> (None, f0, f1, 1)`.
     """
     tile_shape = as_int_pair(tile_shape, "tile_shape")
     focus = as_int_pair(focus, "focus")
@@ -108,7 +110,7 @@ def encoder_decoder(
                 "`focus` must fit in the tile with equal context on both sides. "
                 f"Received: focus={focus}, tile_shape={tile_shape}"
             )
-    inputs = keras.Input((*tile_shape, 1))
+    inputs = keras.Input((*tile_shape, n_channels))
     x = inputs
     skips = []
     for level, width in enumerate(filters):
@@ -139,7 +141,11 @@ class DensityDCIGN(keras.Model):
         input_scale: Fixed factor applied to the potential (1/Ha) before the network; the
             potentials of a dataset span tens of Ha, so about `1 / std(v)`.
         activation: Activation of the hidden convolutions.
-        tile_network: A prebuilt tile network `(T0, T1, 1) -> (f0, f1, 1)` (or its config),
+        electron_scale: `None`: the network sees the potential only, and `N` enters through
+            the normalisation. A float: a second, constant channel `N * electron_scale` is
+            added to the potential image (zero beyond the image, like the potential), so
+            that the shape of the density may depend on `N` (shell filling).
+        tile_network: A prebuilt tile network `(T0, T1, C) -> (f0, f1, 1)` (or its config),
             replacing the default encoder–decoder.
         **kwargs: Base model keyword arguments, such as `name`.
 
@@ -159,6 +165,7 @@ class DensityDCIGN(keras.Model):
         filters: Sequence[int] = (16, 32, 64),
         input_scale: float = 1.0,
         activation: str = "swish",
+        electron_scale: float | None = None,
         tile_network: keras.Model | dict | None = None,
         **kwargs,
     ):
@@ -171,11 +178,16 @@ class DensityDCIGN(keras.Model):
         self.filters = tuple(int(f) for f in filters)
         self.input_scale = float(input_scale)
         self.activation = activation
+        self.electron_scale = None if electron_scale is None else float(electron_scale)
         if isinstance(tile_network, dict):
             tile_network = keras.saving.deserialize_keras_object(tile_network)
         if tile_network is None:
             tile_network = encoder_decoder(
-                self.extract_tiles.tile_shape, self.focus, self.filters, activation=activation
+                self.extract_tiles.tile_shape,
+                self.focus,
+                self.filters,
+                activation=activation,
+                n_channels=1 if self.electron_scale is None else 2,
             )
         self.tile_network = tile_network
 
@@ -190,10 +202,13 @@ class DensityDCIGN(keras.Model):
     def call(self, inputs, training=None):
         (potential, n_electrons) = inputs
         potential = tf.convert_to_tensor(potential, self.compute_dtype)
-        tiles = self.extract_tiles(potential * self.input_scale)
-        focus = self.tile_network(tiles, training=training)
+        n_electrons = tf.reshape(tf.cast(n_electrons, potential.dtype), [-1, 1, 1, 1])
+        image = potential * self.input_scale
+        if self.electron_scale is not None:
+            counts = tf.ones_like(potential) * (n_electrons * self.electron_scale)
+            image = tf.concat([image, counts], axis=-1)
+        focus = self.tile_network(self.extract_tiles(image), training=training)
         raw = tf.nn.softplus(self.stitch_tiles(focus, self.extract_tiles.grid_shape(potential)))
-        n_electrons = tf.reshape(tf.cast(n_electrons, raw.dtype), [-1, 1, 1, 1])
         total = tf.reduce_sum(raw, axis=[1, 2, 3], keepdims=True) * self.pixel_area
         return raw * (n_electrons / total)
 
@@ -206,6 +221,7 @@ class DensityDCIGN(keras.Model):
             "filters": list(self.filters),
             "input_scale": self.input_scale,
             "activation": self.activation,
+            "electron_scale": self.electron_scale,
             "tile_network": keras.saving.serialize_keras_object(self.tile_network),
         }
 

@@ -41,8 +41,11 @@ LABELS = ("T_s", "E_ext", "E_H", "E_x", "E_c", "E_total")
 ENERGY_CONV_LAYERS = ((32, 3, 2, 1), (32, 3, 1, 2), (64, 3, 2, 1), (64, 3, 1, 1))
 ENERGY_DENSE_UNITS = (128,)
 # Potentials are fed as v / (4 Ha): the wells where the electrons live span 0 to ~1 and the
-# walls (up to ~150 Ha at the corners) stay finite; densities (< 1 bohr⁻²) are fed as they are.
+# walls (up to ~150 Ha at the corners) stay finite. Densities (peaks 0.1-0.4 bohr⁻²) are fed
+# as 4 n, peaks of order one.
 V_SCALE = 0.25
+N_SCALE = 4.0
+MODELS = ("density", "v_ext", "dcign")
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -106,7 +109,16 @@ def energies(split: dict) -> np.ndarray:
 
 
 def image(split: dict, key: str, scale: float) -> np.ndarray:
-    return (split[key][..., None] * scale).astype("float32")
+    """Model input: the density, or the potential plus a constant channel `N / 8`.
+
+    A potential does not fix the electron count (the energies grow with it), so the
+    potential-input models get `N` as a second channel; a density integrates to `N` itself.
+    """
+    x = split[key][..., None] * scale
+    if key == "v_ext":
+        n = np.broadcast_to(split["n_electrons"][:, None, None, None] / 8.0, x.shape)
+        x = np.concatenate([x, n], axis=-1)
+    return x.astype("float32")
 
 
 def train_energy_model(splits, key, scale, focus, context, minutes, seed) -> tuple:
@@ -120,7 +132,7 @@ def train_energy_model(splits, key, scale, focus, context, minutes, seed) -> tup
     model = build_ednn(
         focus,
         context,
-        n_channels=1,
+        n_channels=x_train.shape[-1],
         n_targets=len(TARGETS),
         boundary="zero",
         conv_layers=ENERGY_CONV_LAYERS,
@@ -172,6 +184,7 @@ def train_dcign(splits, pixel_area, focus, context, minutes, seed, logdir) -> tu
         pixel_area,
         filters=(16, 32, 64),
         input_scale=V_SCALE,
+        electron_scale=1.0 / 8.0,
         name="dcign",
     )
     model.compile(
@@ -281,12 +294,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--focus", type=int, default=16)
     parser.add_argument("--context", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="models to (re)train; the others are loaded from --out and re-scored",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     (splits, config, pixel_area) = load_splits(args.data)
     test = splits["test"]
     truths = energies(test).astype(np.float64)
-    scales = {"density": 1.0, "v_ext": V_SCALE}
+    scales = {"density": N_SCALE, "v_ext": V_SCALE}
 
     result = {
         "data": str(args.data),
@@ -304,12 +324,21 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     predictions = {}
+    previous = {}
+    if set(args.only) != set(MODELS):
+        previous = json.loads((args.out / "train_models.json").read_text())["epochs"]
     for key in ("density", "v_ext"):
+        path = args.out / f"ednn_energies_from_{key}.keras"
         start = time.perf_counter()
-        (model, predicted, epochs) = train_energy_model(
-            splits, key, scales[key], args.focus, args.context, args.minutes, args.seed
-        )
-        model.save(args.out / f"ednn_energies_from_{key}.keras")
+        if key in args.only:
+            (model, predicted, epochs) = train_energy_model(
+                splits, key, scales[key], args.focus, args.context, args.minutes, args.seed
+            )
+            model.save(path)
+        else:
+            model = keras.saving.load_model(path, compile=False)
+            predicted = model.predict(image(test, key, scales[key]), batch_size=32, verbose=0)
+            (predicted, epochs) = (np.asarray(predicted, np.float64), previous[key])
         predictions[key] = predicted
         result["energy_mae_mHa"][key] = {
             t: float(1000 * np.abs(predicted[:, i] - truths[:, i]).mean())
@@ -319,16 +348,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{key}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
     start = time.perf_counter()
-    (model, density_pred, epochs) = train_dcign(
-        splits,
-        pixel_area,
-        args.focus,
-        args.context,
-        args.minutes,
-        args.seed,
-        args.out / "tensorboard" / "dcign",
-    )
-    model.save(args.out / "dcign_density_from_v_ext.keras")
+    path = args.out / "dcign_density_from_v_ext.keras"
+    if "dcign" in args.only:
+        (model, density_pred, epochs) = train_dcign(
+            splits,
+            pixel_area,
+            args.focus,
+            args.context,
+            args.minutes,
+            args.seed,
+            args.out / "tensorboard" / "dcign",
+        )
+        model.save(path)
+    else:
+        model = keras.saving.load_model(path, compile=False)
+        inputs = (test["v_ext"][..., None].astype("float32"), test["n_electrons"].astype("float32"))
+        (density_pred, epochs) = (np.asarray(model.predict(inputs, verbose=0)), previous["dcign"])
     errors = density_errors(test["density"], density_pred)
     result["density"] = {
         "mae": errors["mae"],

@@ -51,6 +51,17 @@ def test_dcign_density_is_positive_and_integrates_to_n_electrons():
     np.testing.assert_allclose(density.sum(axis=(1, 2, 3)) * PIXEL_AREA, n_electrons, rtol=1e-5)
 
 
+def test_dcign_density_shape_depends_on_n_with_electron_channel():
+    v = np.repeat(_potentials(1), 2, axis=0)
+    counts = np.array([2.0, 8.0], "float32")
+    plain = np.asarray(_dcign()((v, counts)))
+    # Without the channel N only rescales: equal shapes, ratio 4.
+    np.testing.assert_allclose(plain[1] / plain[0], 4.0, rtol=1e-5)
+    with_channel = np.asarray(_dcign(electron_scale=0.125)((v, counts)))
+    np.testing.assert_allclose(with_channel.sum(axis=(1, 2, 3)) * PIXEL_AREA, counts, rtol=1e-5)
+    assert not np.allclose(with_channel[1] / with_channel[0], 4.0, rtol=1e-3)
+
+
 def test_dcign_runs_on_other_image_sizes():
     model = _dcign()
     density = np.asarray(model((_potentials(1, 48)[:, :, :40], np.array([4.0]))))
@@ -77,14 +88,14 @@ def test_dcign_rejects_focus_not_dividing_the_tile_levels():
 
 
 def test_dcign_saves_and_loads_as_keras_file(tmp_path):
-    model = _dcign(input_scale=0.1)
+    model = _dcign(input_scale=0.1, electron_scale=0.125)
     inputs = (_potentials(), np.array([2.0, 4.0], "float32"))
     expected = np.asarray(model(inputs))
     path = tmp_path / "dcign.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, DensityDCIGN)
-    assert loaded.input_scale == pytest.approx(0.1)
+    assert (loaded.input_scale, loaded.electron_scale) == pytest.approx((0.1, 0.125))
     np.testing.assert_allclose(np.asarray(loaded(inputs)), expected, rtol=1e-6)
 
 
