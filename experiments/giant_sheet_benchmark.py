@@ -263,11 +263,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write_json_atomically(data: object, path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=2)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared
-    os.replace(tmp, path)
+    from ednn._io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
