@@ -58,6 +58,7 @@ def default_tile_network(
     dense_units: Sequence[int] = DEFAULT_DENSE_UNITS,
     activation: str = "relu",
     padding: str = "same",
+    initializer: str = "he_normal",
     name: str = "tile_network",
 ) -> keras.Sequential:
     """Builds the convolutional tile network of the original EDNN.
@@ -77,6 +78,10 @@ def default_tile_network(
         dense_units: Units of each hidden dense layer after flattening.
         activation: Activation of every layer except the linear output.
         padding: Convolution padding, `"same"` or `"valid"`.
+        initializer: Kernel initializer of the hidden layers.  `"he_normal"` keeps the
+            signal's variance through ReLU layers; with Keras' default `"glorot_uniform"`
+            it halves at each layer, and a deep trunk starts (and may stay) with most units
+            off and an output that hardly depends on the image.
         name: Name of the returned model.
 
     Returns:
@@ -109,13 +114,18 @@ def default_tile_network(
                     strides=strides,
                     padding=padding,
                     activation=activation,
+                    kernel_initializer=initializer,
                     name=f"conv{block}_{index}",
                 )
             )
     layers.append(keras.layers.Flatten(name="flatten"))
     for index, units in enumerate(dense_units):
         check_positive_int(units, f"dense_units[{index}]")
-        layers.append(keras.layers.Dense(units, activation=activation, name=f"dense{index}"))
+        layers.append(
+            keras.layers.Dense(
+                units, activation=activation, kernel_initializer=initializer, name=f"dense{index}"
+            )
+        )
     layers.append(keras.layers.Dense(n_targets, name="output"))
     return keras.Sequential(layers, name=name)
 

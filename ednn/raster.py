@@ -68,6 +68,8 @@ __all__ = [
 STENCIL_SIGMAS = 4.0
 #: Largest relative deviation of the effective spacing from the requested one.
 MAX_SPACING_DEVIATION = 0.1
+#: Unit of the ``stretch_y``/``stretch_x`` channels: a value of 1 means pixels 2 % larger.
+STRETCH_UNIT = 0.02
 
 
 def _check_bool(value: Any, name: str) -> bool:
@@ -102,6 +104,12 @@ class RasterSpec:
         Image size along (y, x) is rounded to a multiple of this, e.g. the model's focus.
     padding : float, default 8.0
         Vacuum (Å) around a non-periodic flake.
+    spacing_channels : bool, default False
+        Add two constant channels ``stretch_y``, ``stretch_x`` holding the effective pixel
+        size's relative deviation from ``spacing``, in units of :data:`STRETCH_UNIT` (2 %).
+        The image of a cell whose length is not a whole number of focus regions is
+        stretched by up to the spacing tolerance, like a strain of that size; these
+        channels tell a model by how much, so that it need not mistake it for strain.
 
     Example
     -------
@@ -121,6 +129,7 @@ class RasterSpec:
     height_radius: float = 5.0
     multiple_of: tuple[int, int] = (1, 1)
     padding: float = 8.0
+    spacing_channels: bool = False
 
     def __post_init__(self) -> None:
         species = self.species
@@ -142,7 +151,7 @@ class RasterSpec:
         object.__setattr__(self, "species", species)
         object.__setattr__(self, "spacing", check_positive(self.spacing, "spacing", "Å"))
         object.__setattr__(self, "sigma", self._normalize_sigma(self.sigma, species))
-        for name in ("height_channel", "normalize", "z_weighted"):
+        for name in ("height_channel", "normalize", "z_weighted", "spacing_channels"):
             object.__setattr__(self, name, _check_bool(getattr(self, name), name))
         radius = check_positive(self.height_radius, "height_radius", "Å")
         object.__setattr__(self, "height_radius", radius)
@@ -189,7 +198,8 @@ class RasterSpec:
     def channel_names(self) -> tuple[str, ...]:
         """Names of the image channels in order, e.g. ``("C", "B", "N", "height")``."""
         names = ("Z",) if self.z_weighted else self.species
-        return (*names, "height") if self.height_channel else names
+        names = (*names, "height") if self.height_channel else names
+        return (*names, "stretch_y", "stretch_x") if self.spacing_channels else names
 
     @property
     def n_channels(self) -> int:
@@ -208,6 +218,7 @@ class RasterSpec:
             "height_radius": self.height_radius,
             "multiple_of": list(self.multiple_of),
             "padding": self.padding,
+            "spacing_channels": self.spacing_channels,
         }
 
     @classmethod
@@ -686,6 +697,7 @@ def _render(
     chunk_size: int,
 ) -> np.ndarray:
     sheet = layout.sheet
+    stretch = int(spec.spacing_channels)
     lookup = np.full(len(atomic_numbers) + 1, -1, dtype=np.int64)
     lookup[[atomic_numbers[symbol] for symbol in spec.species]] = np.arange(len(spec.species))
     species_index = lookup[sheet.numbers]
@@ -702,10 +714,10 @@ def _render(
             periodic_z = layout.periodic and sheet.pbc[2] and sheet.cell[2, 2] != 0.0
             z_period = abs(float(sheet.cell[2, 2])) if periodic_z else None
             heights = local_heights(sheet.positions, spec.height_radius, box, z_period)
-        channels.append(np.full(len(sheet), spec.n_channels - 1, dtype=np.int64))
+        channels.append(np.full(len(sheet), len(spec.channel_names) - 1 - 2 * stretch, np.int64))
         weights.append(heights)
     periods = layout.shape if layout.periodic else None
-    return splat_gaussians(
+    image = splat_gaussians(
         sheet.positions[:, :2],
         sigma,
         np.stack(channels, axis=1),
@@ -718,6 +730,11 @@ def _render(
         normalize=spec.normalize,
         chunk_size=chunk_size,
     )
+    if stretch:
+        for axis in (0, 1):
+            deviation = (layout.spacing[axis] / spec.spacing - 1.0) / STRETCH_UNIT
+            image[..., spec.n_channels - 2 + axis] = deviation
+    return image
 
 
 def rasterize(

@@ -86,6 +86,7 @@ DEFAULTS: dict = {
         "z_weighted": False,
         "height_radius": 5.0,
         "padding": 8.0,
+        "spacing_channels": False,
     },
     "model": {
         "focus": 16,
@@ -96,6 +97,7 @@ DEFAULTS: dict = {
             "dense_units": [256, 64],
             "padding": "valid",
             "activation": "relu",
+            "initializer": "he_normal",
         },
         "tile_network": None,  # path to a user's .keras tile network (replaces architecture)
         "energy_scale": "auto",  # or a number (eV per tile output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -384,3 +385,30 @@ def test_raster_modules_do_not_import_tensorflow_or_keras() -> None:
         }
         names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not {n for n in names if n and n.split(".")[0] in ("tensorflow", "keras")}
+
+
+def test_spacing_channels_hold_the_stretch_of_the_pixels() -> None:
+    spec = RasterSpec(spacing=0.25, sigma=0.3, multiple_of=16, spacing_channels=True)
+    sheet = raster.commensurate_sheet(_sheet(5, 8), spec)
+    image = rasterize(sheet, spec)
+    layout = raster.raster_layout(sheet, spec)
+    assert spec.channel_names[-2:] == ("stretch_y", "stretch_x")
+    assert image.shape[2] == spec.n_channels == 6
+    for axis in (0, 1):
+        expected = (layout.spacing[axis] / 0.25 - 1.0) / raster.STRETCH_UNIT
+        np.testing.assert_allclose(image[..., 4 + axis], expected, rtol=1e-6)
+        assert abs(expected) <= 1.0 + 1e-9  # within the 2 % tolerance
+    # The Gaussians and the height channel are those of the spec without the extra channels.
+    plain = rasterize(sheet, dataclasses.replace(spec, spacing_channels=False))
+    np.testing.assert_array_equal(image[..., :4], plain)
+    # A window carries the same constants.
+    window = rasterize_window(sheet, (3, 5), (20, 24), spec)
+    np.testing.assert_array_equal(window[..., 4:], image[:20, :24, 4:])
+    assert RasterSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_spacing_channels_are_zero_for_a_flake() -> None:
+    flake = _sheet(3, 2)
+    flake.pbc = False
+    image = rasterize(flake, RasterSpec(spacing=0.25, spacing_channels=True))
+    np.testing.assert_allclose(image[..., -2:], 0.0, atol=1e-12)
