@@ -54,7 +54,9 @@ from ednn._validation import (
 __all__ = [
     "RasterLayout",
     "RasterSpec",
+    "channel_weights",
     "commensurate_sheet",
+    "fill_stretch_channels",
     "grid_for_cell",
     "image_to_png",
     "local_heights",
@@ -688,6 +690,50 @@ def raster_layout(
     return RasterLayout(sheet, (int(shape[0]), int(shape[1])), (spec.spacing,) * 2, False)
 
 
+def channel_weights(
+    spec: RasterSpec, species_index: np.ndarray, numbers: np.ndarray, heights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Channel and weight of each atom's Gaussians, as :func:`splat_gaussians` takes them.
+
+    Parameters
+    ----------
+    spec : RasterSpec
+    species_index : numpy.ndarray of int, shape (n,)
+        Each atom's position in ``spec.species``.
+    numbers : numpy.ndarray of int, shape (n,)
+        Atomic numbers (the weights of the ``Z`` channel).
+    heights : numpy.ndarray, shape (n,), or None
+        ``dz`` in Å for the height channel; needed when ``spec.height_channel``.
+
+    Returns
+    -------
+    channels, weights : numpy.ndarray, shape (n, k)
+        ``k`` is 1, or 2 with the height channel.
+    """
+    if spec.z_weighted:
+        channels = [np.zeros(len(numbers), dtype=np.int64)]
+        weights = [np.asarray(numbers, dtype=np.float64)]
+    else:
+        channels = [np.asarray(species_index, dtype=np.int64)]
+        weights = [np.ones(len(numbers))]
+    if spec.height_channel:
+        height = len(spec.channel_names) - 1 - 2 * int(spec.spacing_channels)
+        channels.append(np.full(len(numbers), height, dtype=np.int64))
+        weights.append(np.asarray(heights, dtype=np.float64))
+    return np.stack(channels, axis=1), np.stack(weights, axis=1)
+
+
+def fill_stretch_channels(image: np.ndarray, spec: RasterSpec, spacing: Sequence[float]) -> None:
+    """Write the ``stretch_y``/``stretch_x`` channels of ``image`` in place (if ``spec`` has them).
+
+    ``spacing`` is the effective pixel size ``(dy, dx)`` (Å) of the whole image.
+    """
+    if spec.spacing_channels:
+        for axis in (0, 1):
+            deviation = (spacing[axis] / spec.spacing - 1.0) / STRETCH_UNIT
+            image[..., spec.n_channels - 2 + axis] = deviation
+
+
 def _render(
     layout: RasterLayout,
     spec: RasterSpec,
@@ -697,43 +743,29 @@ def _render(
     chunk_size: int,
 ) -> np.ndarray:
     sheet = layout.sheet
-    stretch = int(spec.spacing_channels)
     lookup = np.full(len(atomic_numbers) + 1, -1, dtype=np.int64)
     lookup[[atomic_numbers[symbol] for symbol in spec.species]] = np.arange(len(spec.species))
     species_index = lookup[sheet.numbers]
-    sigma = spec.sigmas[species_index]
-    if spec.z_weighted:
-        channels = [np.zeros(len(sheet), dtype=np.int64)]
-        weights = [sheet.numbers.astype(np.float64)]
-    else:
-        channels = [species_index]
-        weights = [np.ones(len(sheet))]
-    if spec.height_channel:
-        if heights is None:
-            box = (sheet.cell[0, 0], sheet.cell[1, 1]) if layout.periodic else None
-            periodic_z = layout.periodic and sheet.pbc[2] and sheet.cell[2, 2] != 0.0
-            z_period = abs(float(sheet.cell[2, 2])) if periodic_z else None
-            heights = local_heights(sheet.positions, spec.height_radius, box, z_period)
-        channels.append(np.full(len(sheet), len(spec.channel_names) - 1 - 2 * stretch, np.int64))
-        weights.append(heights)
-    periods = layout.shape if layout.periodic else None
+    if spec.height_channel and heights is None:
+        box = (sheet.cell[0, 0], sheet.cell[1, 1]) if layout.periodic else None
+        periodic_z = layout.periodic and sheet.pbc[2] and sheet.cell[2, 2] != 0.0
+        z_period = abs(float(sheet.cell[2, 2])) if periodic_z else None
+        heights = local_heights(sheet.positions, spec.height_radius, box, z_period)
+    channels, weights = channel_weights(spec, species_index, sheet.numbers, heights)
     image = splat_gaussians(
         sheet.positions[:, :2],
-        sigma,
-        np.stack(channels, axis=1),
-        np.stack(weights, axis=1),
+        spec.sigmas[species_index],
+        channels,
+        weights,
         n_channels=spec.n_channels,
         spacing=layout.spacing,
         grid_shape=window_shape,
         origin=origin,
-        periods=periods,
+        periods=layout.shape if layout.periodic else None,
         normalize=spec.normalize,
         chunk_size=chunk_size,
     )
-    if stretch:
-        for axis in (0, 1):
-            deviation = (layout.spacing[axis] / spec.spacing - 1.0) / STRETCH_UNIT
-            image[..., spec.n_channels - 2 + axis] = deviation
+    fill_stretch_channels(image, spec, layout.spacing)
     return image
 
 

@@ -290,30 +290,27 @@ class _BandRenderer:
         )
         middle = time.perf_counter()
         spec = self.spec
+        shape = (rows[1] - rows[0], cols[1] - cols[0])
         if len(xy) == 0:
             self.seconds["select"] += middle - start
-            return np.zeros((rows[1] - rows[0], cols[1] - cols[0], spec.n_channels), np.float32)
-        # The channels and weights of ednn.raster's renderer, for these atoms only.
+            block = np.zeros((*shape, spec.n_channels), np.float32)
+            raster.fill_stretch_channels(block, spec, self.spacing)
+            return block
         species_index = self.lookup[numbers]
-        if spec.z_weighted:
-            channels, weights = [np.zeros(len(xy), np.int64)], [numbers.astype(np.float64)]
-        else:
-            channels, weights = [species_index], [np.ones(len(xy))]
-        if spec.height_channel:
-            channels.append(np.full(len(xy), spec.n_channels - 1, dtype=np.int64))
-            weights.append(heights)
+        channels, weights = raster.channel_weights(spec, species_index, numbers, heights)
         block = raster.splat_gaussians(
             xy,
             spec.sigmas[species_index],
-            np.stack(channels, axis=1),
-            np.stack(weights, axis=1),
+            channels,
+            weights,
             n_channels=spec.n_channels,
             spacing=self.spacing,
-            grid_shape=(rows[1] - rows[0], cols[1] - cols[0]),
+            grid_shape=shape,
             origin=(rows[0], cols[0]),
             periods=self.periods,
             normalize=spec.normalize,
         )
+        raster.fill_stretch_channels(block, spec, self.spacing)
         self.seconds["select"] += middle - start
         self.seconds["raster"] += time.perf_counter() - middle
         return block

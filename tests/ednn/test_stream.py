@@ -149,3 +149,20 @@ def test_model_without_raster_metadata_raises():
     model = build_ednn(8, 6, n_channels=4, **VALID_NET)
     with pytest.raises(ValueError, match=r"metadata\['raster'\]"):
         evaluate_sheet(model, whole_region_cell())
+
+
+def test_stretch_channels_stream_like_the_whole_image(rippled_sheet):
+    # The stretch channels depend on the whole sheet's grid, not on a band's.
+    spec = raster.RasterSpec(spacing=0.25, sigma=0.3, spacing_channels=True)
+    keras.utils.set_random_seed(0)
+    model = build_ednn(
+        8, 6, n_channels=spec.n_channels, metadata={"raster": spec.to_dict()}, **VALID_NET
+    )
+    sheet = rippled_sheet.repeat((1, 1, 1))
+    sheet.set_cell(sheet.cell * [1.012, 0.991, 1.0], scale_atoms=True)
+    image = raster.rasterize(sheet, model_raster_spec(model))
+    assert np.abs(image[..., -2:]).max() > 0.1  # the grid is stretched
+    energy = float(model(image[None])[0, 0])
+    assert_relative(evaluate_sheet(model, sheet, band_rows=3).energy_eV, energy)
+    repeated = evaluate_repeat(model, sheet, 2, 3, band_rows=2)
+    assert_relative(repeated.energy_eV, evaluate_sheet(model, sheet.repeat((2, 3, 1))).energy_eV)
