@@ -37,6 +37,7 @@ from ednn._validation import as_int_pair
 from ednn.layers import tiling_arguments
 
 __all__ = [
+    "COARSE_ARCHITECTURE",
     "DEFAULT_ARCHITECTURE",
     "FusedTileNetwork",
     "NotFusableError",
@@ -45,33 +46,52 @@ __all__ = [
     "pad_context",
 ]
 
-#: The proposed default model for graphene/h-BN/BC sheets, in the form the training config can
-#: pass on: ``build_ednn(focus, context, n_channels, **tile_network)`` with a
-#: ``RasterSpec(**raster, multiple_of=focus)``.  Every convolution is "valid" and the total
-#: stride 4 divides the 16-pixel focus, so the network fuses.  4 Å of focus plus 4 Å of context
-#: on each side gives each focus region a 12 Å x 12 Å field of view (the Tersoff/xTB
-#: interactions of interest reach 2-5 Å).  See experiments/architecture_speed.py and
-#: docs/giant_sheets.md for the speed of this and the alternatives.
+#: The default model's architecture (graphene/h-BN/C|BN sheets), in the form the training
+#: config can pass on: ``build_ednn(focus, context, n_channels, **tile_network)`` with a
+#: ``RasterSpec(**raster, multiple_of=focus)``.  0.15 Å pixels and 0.15 Å Gaussians resolve the
+#: thermal displacements that carry most of the energy spread of MD snapshots (a 0.25 Å /
+#: 0.3 Å raster learnt them more slowly, see experiments/default_model/README.md).  Every
+#: convolution is "valid" and the total stride 8 divides the 16-pixel focus, so the network
+#: fuses.  2.4 Å of focus plus 4.8 Å of context on each side gives each focus region a
+#: 12 Å x 12 Å field of view (the xTB interactions of interest reach 2-5 Å).  See
+#: experiments/architecture_speed.py and docs/giant_sheets.md for the speed of this and the
+#: alternatives.
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "raster": {
         "species": ["C", "B", "N"],
-        "spacing": 0.25,
-        "sigma": 0.3,
+        "spacing": 0.15,
+        "sigma": 0.15,
         "height_channel": True,
+        "spacing_channels": True,
     },
     "focus": 16,
-    "context": 16,
+    "context": 32,
     "boundary": "periodic",
     "tile_network": {
         "conv_layers": [
             [32, 4, 2, 1],
             [64, 3, 2, 1],
-            [64, 3, 1, 2],
+            [64, 3, 2, 1],
+            [64, 3, 1, 1],
             [32, 3, 1, 1],
         ],
         "dense_units": [256, 64],
         "activation": "relu",
         "padding": "valid",
+    },
+}
+
+#: The first session's trunk on a coarser raster (0.25 Å pixels, 0.3 Å Gaussians, total
+#: stride 4; 2 Å focus, 5 Å context), the fast end of the speed/accuracy trade-off
+#: (docs/giant_sheets.md).
+COARSE_ARCHITECTURE: dict[str, Any] = {
+    "raster": {**DEFAULT_ARCHITECTURE["raster"], "spacing": 0.25, "sigma": 0.3},
+    "focus": 8,
+    "context": 20,
+    "boundary": "periodic",
+    "tile_network": {
+        **DEFAULT_ARCHITECTURE["tile_network"],
+        "conv_layers": [[32, 4, 2, 1], [64, 3, 2, 1], [64, 3, 1, 2], [32, 3, 1, 1]],
     },
 }
 

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from ednn import raster
-from ednn.fused import DEFAULT_ARCHITECTURE
+from ednn.fused import COARSE_ARCHITECTURE, DEFAULT_ARCHITECTURE
 from ednn.model import build_ednn
 from ednn.stream import evaluate_sheet
 from ednn.structures import rippled_graphene
@@ -39,8 +39,8 @@ from ednn.structures import rippled_graphene
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _variant(name, description, spacing=None, focus=None, context=None, **net):
-    arch = copy.deepcopy(DEFAULT_ARCHITECTURE)
+def _variant(name, description, spacing=None, focus=None, context=None, base=None, **net):
+    arch = copy.deepcopy(base or COARSE_ARCHITECTURE)
     if spacing is not None:
         arch["raster"]["spacing"] = spacing
     arch["focus"] = focus or arch["focus"]
@@ -50,15 +50,24 @@ def _variant(name, description, spacing=None, focus=None, context=None, **net):
 
 
 CANDIDATES = [
-    _variant("default", "proposed default: 0.25 Å, 16+2x16 px, 32k4s2-64k3s2-64k3-64k3-32k3"),
+    _variant(
+        "default",
+        "default: 0.15 Å, 16+2x32 px, 32k4s2-64k3s2-64k3s2-64k3-32k3",
+        base=DEFAULT_ARCHITECTURE,
+    ),
+    _variant("coarse", "coarse: 0.25 Å, 8+2x20 px, 32k4s2-64k3s2-64k3-64k3-32k3"),
     _variant(
         "narrow",
-        "default with 48 instead of 64 filters in the middle convolutions",
+        "coarse with 48 instead of 64 filters in the middle convolutions",
+        focus=16,
+        context=16,
         conv_layers=[[32, 4, 2, 1], [48, 3, 2, 1], [48, 3, 1, 2], [32, 3, 1, 1]],
     ),
     _variant(
         "shallow",
-        "one 64k3 convolution fewer (final map 7x7), same field of view",
+        "coarse with one 64k3 convolution fewer (final map 7x7), same field of view",
+        focus=16,
+        context=16,
         conv_layers=[[32, 4, 2, 1], [64, 3, 2, 1], [64, 3, 1, 1], [32, 3, 1, 1]],
     ),
     _variant(
@@ -77,7 +86,9 @@ CANDIDATES = [
     ),
     _variant(
         "small-dense",
-        "default convolutions, Dense 128 -> 32 head",
+        "coarse convolutions, Dense 128 -> 32 head",
+        focus=16,
+        context=16,
         dense_units=[128, 32],
     ),
 ]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ednn.fused import DEFAULT_ARCHITECTURE, FusedTileNetwork, can_fuse
+from ednn.fused import COARSE_ARCHITECTURE, DEFAULT_ARCHITECTURE, FusedTileNetwork, can_fuse
 from ednn.model import EDNN, build_ednn
 
 # Tiles of 8 + 2*6 = 20 pixels; trunk stride 2 divides the focus.
@@ -165,15 +165,19 @@ def test_evaluation_setting_survives_config_round_trip():
         EDNN(fused.tile_network, FOCUS, CONTEXT, evaluation="fast")
 
 
-def test_default_architecture_fuses_and_matches_tiling():
-    arch = DEFAULT_ARCHITECTURE
+@pytest.mark.parametrize(
+    ("arch", "stride"),
+    [(DEFAULT_ARCHITECTURE, 8), (COARSE_ARCHITECTURE, 4)],
+    ids=["default", "coarse"],
+)
+def test_default_architecture_fuses_and_matches_tiling(arch, stride):
     keras.utils.set_random_seed(0)
     tiled = build_ednn(
-        arch["focus"], arch["context"], n_channels=4, evaluation="tiles", **arch["tile_network"]
+        arch["focus"], arch["context"], n_channels=6, evaluation="tiles", **arch["tile_network"]
     )
     fused = FusedTileNetwork(tiled.tile_network, arch["focus"], arch["context"])
-    assert fused.total_stride == (4, 4) and fused.final_size == (5, 5)
-    images = random_images((1, 32, 48, 4), seed=9)
+    assert fused.total_stride == (stride, stride) and fused.final_size == (5, 5)
+    images = random_images((1, 32, 48, 6), seed=9)
     assert_relative(fused(images), tiled.tile_outputs(images))
 
 
