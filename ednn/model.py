@@ -59,6 +59,7 @@ def default_tile_network(
     activation: str = "relu",
     padding: str = "same",
     initializer: str = "he_normal",
+    output_initializer: str = "glorot_uniform",
     name: str = "tile_network",
 ) -> keras.Sequential:
     """Builds the convolutional tile network of the original EDNN.
@@ -80,8 +81,10 @@ def default_tile_network(
         padding: Convolution padding, `"same"` or `"valid"`.
         initializer: Kernel initializer of the hidden layers.  `"he_normal"` keeps the
             signal's variance through ReLU layers; with Keras' default `"glorot_uniform"`
-            it halves at each layer, and a deep trunk starts (and may stay) with most units
-            off and an output that hardly depends on the image.
+            it halves at each layer.
+        output_initializer: Kernel initializer of the linear output layer.  `"zeros"` starts
+            the network at zero energy for every tile (the reference energies alone), so
+            that training does not first spend its steps undoing random tile energies.
         name: Name of the returned model.
 
     Returns:
@@ -126,7 +129,9 @@ def default_tile_network(
                 units, activation=activation, kernel_initializer=initializer, name=f"dense{index}"
             )
         )
-    layers.append(keras.layers.Dense(n_targets, name="output"))
+    layers.append(
+        keras.layers.Dense(n_targets, kernel_initializer=output_initializer, name="output")
+    )
     return keras.Sequential(layers, name=name)
 
 

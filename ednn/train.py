@@ -98,6 +98,7 @@ DEFAULTS: dict = {
             "padding": "valid",
             "activation": "relu",
             "initializer": "he_normal",
+            "output_initializer": "glorot_uniform",
         },
         "tile_network": None,  # path to a user's .keras tile network (replaces architecture)
         "energy_scale": "auto",  # or a number (eV per tile output)

@@ -27,6 +27,7 @@ Example
 True
 """
 
+from ednn.ks2d.energies import density_energies
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.hartree import Coulomb, hartree_energy, hartree_potential
 from ednn.ks2d.potentials import (
@@ -48,6 +49,7 @@ __all__ = [
     "KSFailure",
     "KSResult",
     "SCFNotConverged",
+    "density_energies",
     "generate_dataset",
     "harmonic_potential",
     "hartree_energy",

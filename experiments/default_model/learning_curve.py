@@ -28,19 +28,30 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 SPLITS = ("test", "independent_md")
 
 
-def learning_curve(config: dict, fractions, out: Path, epochs: int | None) -> dict:
-    """Train one model per fraction; returns the errors per fraction and split."""
+def learning_curve(
+    config: dict, fractions, out: Path, epochs: int | None, equal_steps: bool = False
+) -> dict:
+    """Train one model per fraction; returns the errors per fraction and split.
+
+    With ``equal_steps`` a fraction f trains for ``epochs / f`` epochs, so that every point
+    gets the same number of optimizer steps and differs only in the data it sees.
+    """
     points = []
+    epochs = epochs or config.get("training", {}).get("epochs")
     for fraction in fractions:
         run = copy.deepcopy(config)
         run.setdefault("data", {})["train_fraction"] = fraction
         run_dir = out / f"fraction-{round(100 * fraction):03d}"
-        summary = train(run, run_dir, resume=True, epochs=epochs)
+        run_epochs = round(epochs / fraction) if equal_steps and epochs else epochs
+        if equal_steps:
+            run.setdefault("training", {}).setdefault("early_stopping", {})["patience"] = run_epochs
+        summary = train(run, run_dir, resume=True, epochs=run_epochs)
         counts = json.loads((run_dir / "metrics.json").read_text())["n_structures"]
         points.append(
             {
                 "fraction": fraction,
                 "n_train": counts["train"],
+                "epochs": run_epochs,
                 "best_epoch": summary["best_epoch"],
                 "run_dir": str(run_dir),
                 **{split: summary["metrics"].get(split) for split in SPLITS},
@@ -83,8 +94,15 @@ def main(argv=None) -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     parser.add_argument("--name", default="default_model_learning_curve", help="results name")
+    parser.add_argument(
+        "--equal-steps",
+        action="store_true",
+        help="train fraction f for epochs/f epochs: the same optimizer steps for every point",
+    )
     args = parser.parse_args(argv)
-    result = learning_curve(load_yaml(args.config), args.fractions, Path(args.out), args.epochs)
+    config = load_yaml(args.config)
+    result = learning_curve(config, args.fractions, Path(args.out), args.epochs, args.equal_steps)
+    result["equal_steps"] = args.equal_steps
     result["command"] = " ".join(["python", *sys.argv])
     RESULTS.mkdir(exist_ok=True)
     _io.atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(result, indent=1))

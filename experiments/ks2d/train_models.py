@@ -7,13 +7,24 @@ Three models on a dataset written by ``ednn ks2d-generate`` (Hartree atomic unit
 (c) the tiled DCIGN (:class:`ednn.dcign.DensityDCIGN`), potential image -> density.
 
 Each model trains for a fixed wall-time budget (``--minutes``) on the train split, keeps the
-weights of the best validation loss, and is scored on the test split. Writes into ``--out``
-(``results/`` next to this script by default): ``train_models.json``, ``train_models.md``
-(the table), ``energies_parity.png``, ``densities.png``, the three ``.keras`` models, and
-TensorBoard logs of the DCIGN with image summaries of predicted validation densities
-(``tensorboard/dcign``).
+weights of the best validation loss, and is scored on the test split. The DCIGN's predicted
+test densities are also scored by the energies they imply: the density-only terms
+(E_ext, E_H, E_x, E_c; :func:`ednn.ks2d.energies.density_energies`, with the dataset's
+functional, evaluated non-self-consistently) of predicted and true densities are compared.
+For a hybrid only the local part of E_x, ``(1 - α) E_x^LDA``, is a density functional.
+
+With ``--transfer-targets DIR`` a fourth model is trained: (a) on the densities of ``--data``
+with the energies of the dataset ``DIR`` for the same sample ids (same seed, so the same
+potential and electron count), e.g. hybrid densities -> LDA energies.
+
+Writes into ``--out`` (``results/`` next to this script by default), each name prefixed by
+``--name`` if given: ``train_models.json``, ``train_models.md`` (the table),
+``energies_parity.png``, ``densities.png``, the ``.keras`` models, and TensorBoard logs of
+the DCIGN with image summaries of predicted validation densities (``tensorboard/dcign``).
 
     python experiments/ks2d/train_models.py --data data/ks2d-sho-lda [--minutes 3]
+    python experiments/ks2d/train_models.py --data data/ks2d-sho-hybrid-2k --name hybrid-2k \\
+        --transfer-targets data/ks2d-sho-lda-2k
 
 Splits follow the generator's seeded assignment of ids (``split_ids`` of the config), so a
 dataset still being generated can be used: only the packed shards are read.
@@ -32,7 +43,10 @@ import tensorflow as tf
 
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
+from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
+from ednn.ks2d.grid import Grid
+from ednn.ks2d.xc import Functional
 from ednn.model import build_ednn
 
 TARGETS = ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total")
@@ -45,7 +59,9 @@ ENERGY_DENSE_UNITS = (128,)
 # as 4 n, peaks of order one.
 V_SCALE = 0.25
 N_SCALE = 4.0
-MODELS = ("density", "v_ext", "dcign")
+MODELS = ("density", "v_ext", "dcign", "transfer")
+# Terms of the energy that a density alone determines (see ednn.ks2d.energies).
+DENSITY_TERMS = ("e_ext", "e_hartree", "e_x", "e_c")
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -104,6 +120,99 @@ def load_splits(data: Path) -> tuple[dict, dict, float]:
     return splits, config, spacing**2
 
 
+def output_path(out: Path, name: str | None, filename: str) -> Path:
+    """``out / filename``, prefixed ``{name}_`` when a run name is given."""
+    return out / (f"{name}_{filename}" if name else filename)
+
+
+def paired_splits(splits: dict, targets_dir: Path) -> tuple[dict, dict, dict]:
+    """The splits' densities with the energies of the dataset ``targets_dir``, paired by id.
+
+    Ids missing in either dataset are skipped. Paired ids must have the same electron count
+    and, on the same grid, the same external potential (the datasets were drawn with the
+    same seed), otherwise the pairing is meaningless and a ``ValueError`` says so.
+
+    Returns the paired splits (``id``, ``n_electrons``, ``density`` of ``splits`` and the
+    six energy targets of ``targets_dir``), the target dataset's config, and a summary of
+    the pairing.
+    """
+    config = json.loads((targets_dir / "config.json").read_text())
+    targets = load_dataset(targets_dir)
+    row_of = {int(i): row for row, i in enumerate(targets["id"])}
+    same_grid = targets["v_ext"].shape[1:] == next(iter(splits.values()))["v_ext"].shape[1:]
+    paired, summary = {}, {"paired": {}, "unpaired": {}, "max_abs_v_ext_difference_Ha": None}
+    v_difference = 0.0
+    for name, split in splits.items():
+        keep = np.array([int(i) in row_of for i in split["id"]], dtype=bool)
+        rows = np.array([row_of[int(i)] for i in split["id"][keep]], dtype=int)
+        if np.any(split["n_electrons"][keep] != targets["n_electrons"][rows]):
+            bad = split["id"][keep][split["n_electrons"][keep] != targets["n_electrons"][rows]]
+            raise ValueError(
+                f"expected the same electron count for each sample id in --data and "
+                f"{str(targets_dir)!r} (datasets drawn with the same seed). Received: "
+                f"different counts for ids {bad[:5].tolist()}"
+            )
+        if same_grid and rows.size:
+            v_difference = max(
+                v_difference, float(np.abs(split["v_ext"][keep] - targets["v_ext"][rows]).max())
+            )
+        paired[name] = {
+            "id": split["id"][keep],
+            "n_electrons": split["n_electrons"][keep],
+            "density": split["density"][keep],
+            **{key: targets[key][rows] for key in TARGETS},
+        }
+        summary["paired"][name] = int(keep.sum())
+        summary["unpaired"][name] = int((~keep).sum())
+    if same_grid:
+        summary["max_abs_v_ext_difference_Ha"] = v_difference
+        # Identical draws give identical float32 potentials; other seeds differ by ~1 Ha.
+        if v_difference > 1e-3:
+            raise ValueError(
+                f"expected the same external potential for each sample id in --data and "
+                f"{str(targets_dir)!r} (datasets drawn with the same seed and potential "
+                f"settings). Received: max |Δv_ext| = {v_difference:.3g} Ha over paired ids"
+            )
+    summary["targets_only"] = len(row_of) - sum(summary["paired"].values())
+    empty = [name for name, count in summary["paired"].items() if count == 0]
+    if empty:
+        raise ValueError(
+            f"expected paired samples in every split. Received: none in {empty} "
+            f"(pairs per split: {summary['paired']})"
+        )
+    return paired, config, summary
+
+
+def functional_of(config: dict) -> Functional:
+    """The exchange–correlation functional a dataset was generated with."""
+    return Functional(config["functional"], config.get("exact_exchange"))
+
+
+def density_energy_errors(test: dict, predicted: np.ndarray, config: dict) -> dict:
+    """MAE (mHa) of the density-only energy terms of predicted vs true test densities.
+
+    Both are evaluated non-self-consistently with the dataset's functional; for a hybrid the
+    exchange term is its local part only (``e_x_local``), reported under ``e_x``. Also
+    returns the largest difference (mHa) between the true-density terms and the stored SCF
+    energies, a check of the evaluation (float32 storage: ~1e-5 mHa; not for a hybrid's E_x).
+    """
+    functional = functional_of(config)
+    grid = Grid(config["grid"]["n"], config["grid"]["box"])
+    correction = config.get("scf", {}).get("correction", "zeta2")
+    (true, pred) = (
+        density_energies(n, test["v_ext"], grid, functional, correction=correction)
+        for n in (test["density"], predicted)
+    )
+    keys = dict(zip(DENSITY_TERMS, true, strict=True))  # e_x -> e_x_local for a hybrid
+    check = {t: float(1000 * np.abs(true[k] - test[t]).max()) for t, k in keys.items() if t == k}
+    return {
+        "functional": functional.label,
+        "exchange_term": keys["e_x"],
+        "mae_mHa": {t: float(1000 * np.abs(pred[k] - true[k]).mean()) for t, k in keys.items()},
+        "true_vs_stored_max_mHa": check,
+    }
+
+
 def energies(split: dict) -> np.ndarray:
     return np.stack([split[key] for key in TARGETS], axis=1).astype("float32")
 
@@ -121,7 +230,9 @@ def image(split: dict, key: str, scale: float) -> np.ndarray:
     return x.astype("float32")
 
 
-def train_energy_model(splits, key, scale, focus, context, minutes, seed) -> tuple:
+def train_energy_model(
+    splits, key, scale, focus, context, minutes, seed, name=None, provenance=None
+) -> tuple:
     keras.utils.set_random_seed(seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
     (y_train, y_val) = (energies(splits[s]) for s in ("train", "val"))
@@ -142,9 +253,9 @@ def train_energy_model(splits, key, scale, focus, context, minutes, seed) -> tup
         metadata={
             "units": "Ha",
             "target_names": list(TARGETS),
-            "provenance": {"input": key, "input_scale": scale},
+            "provenance": {"input": key, "input_scale": scale, **(provenance or {})},
         },
-        name=f"ednn_{key}",
+        name=name or f"ednn_{key}",
     )
     # Loss on standardised energies so that every term weighs the same.
     weights = (1.0 / std).astype("float32")
@@ -209,18 +320,24 @@ def train_dcign(splits, pixel_area, focus, context, minutes, seed, logdir) -> tu
     return model, predicted, len(history.epoch)
 
 
-def plot(out: Path, truths: np.ndarray, predictions: dict, test: dict, density_pred) -> None:
+def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> None:
+    """Parity plots of the energy models and a few DCIGN densities.
+
+    ``rows`` maps a row label to ``(true, predicted, n_electrons)``, energies ``(m, 6)`` in Ha.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (fig, axes) = plt.subplots(len(predictions), len(TARGETS), figsize=(3 * len(TARGETS), 6))
-    for row, (kind, predicted) in enumerate(predictions.items()):
+    (fig, axes) = plt.subplots(
+        len(rows), len(TARGETS), figsize=(3 * len(TARGETS), 3 * len(rows)), squeeze=False
+    )
+    for row, (kind, (truths, predicted, electrons)) in enumerate(rows.items()):
         for col, label in enumerate(LABELS):
             ax = axes[row, col]
             (t, p) = (truths[:, col], predicted[:, col])
-            ax.scatter(t, p, s=6, c=test["n_electrons"], cmap="viridis")
+            ax.scatter(t, p, s=6, c=electrons, cmap="viridis")
             lims = [min(t.min(), p.min()), max(t.max(), p.max())]
             ax.plot(lims, lims, "k-", lw=0.5)
             mae = 1000 * np.abs(p - t).mean()
@@ -229,7 +346,7 @@ def plot(out: Path, truths: np.ndarray, predictions: dict, test: dict, density_p
             ax.set_ylabel("predicted (Ha)", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(out / "energies_parity.png", dpi=110)
+    fig.savefig(output_path(out, name, "energies_parity.png"), dpi=110)
     plt.close(fig)
 
     picks = range(min(4, len(test["density"])))
@@ -253,26 +370,51 @@ def plot(out: Path, truths: np.ndarray, predictions: dict, test: dict, density_p
             ax.set_yticks([])
             fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(out / "densities.png", dpi=100)
+    fig.savefig(output_path(out, name, "densities.png"), dpi=100)
     plt.close(fig)
 
 
 def markdown(result: dict) -> str:
+    functional = result["functional"]
+    if result.get("functional_label"):
+        functional = f"{functional} ({result['functional_label']})"
     lines = [
         f"Dataset `{result['data']}`: {result['sizes']} samples (train/val/test), "
-        f"{result['grid']}² grid, {result['functional']}. Test-set MAE in mHa.",
+        f"{result['grid']}² grid, functional {functional}, "
+        f"potential {result.get('potential', '?')}. Test-set MAE in mHa.",
         "",
         "| input | " + " | ".join(LABELS) + " | epochs |",
         "|---" * (len(LABELS) + 2) + "|",
     ]
+    labels = result.get("labels", {})
     for kind, row in result["energy_mae_mHa"].items():
         cells = " | ".join(f"{row[t]:.1f}" for t in TARGETS)
-        lines.append(f"| {kind} | {cells} | {result['epochs'][kind]} |")
+        lines.append(f"| {labels.get(kind, kind)} | {cells} | {result['epochs'][kind]} |")
     lines.append(
         "| predict the mean | "
         + " | ".join(f"{result['baseline_mae_mHa'][t]:.1f}" for t in TARGETS)
         + " | – |"
     )
+    transfer = result.get("transfer")
+    if transfer:
+        lines.append(
+            f"| predict the mean ({transfer['target_functional']} targets) | "
+            + " | ".join(f"{transfer['baseline_mae_mHa'][t]:.1f}" for t in TARGETS)
+            + " | – |"
+        )
+        paired = "/".join(str(transfer["paired"][s]) for s in ("train", "val", "test"))
+        v_difference = transfer["max_abs_v_ext_difference_Ha"]
+        v_check = (
+            "potentials not compared (different grids)"
+            if v_difference is None
+            else f"max |Δv_ext| over pairs {v_difference:.2g} Ha"
+        )
+        lines += [
+            "",
+            f"Transfer row: densities of `{result['data']}` with the energies of "
+            f"`{transfer['targets']}` for the same sample ids; {paired} pairs "
+            f"(train/val/test), {v_check}.",
+        ]
     d = result["density"]
     lines += [
         "",
@@ -283,6 +425,22 @@ def markdown(result: dict) -> str:
         f"| ∫\\|Δn\\| d²r / N, worst test sample | {d['integrated_max']:.4f} |",
         f"| epochs | {result['epochs']['dcign']} |",
     ]
+    e = result.get("density_energies")
+    if e:
+        exchange = "E_x" if e["exchange_term"] == "e_x" else "E_x (local part)"
+        names = ("E_ext", "E_H", exchange, "E_c")
+        lines += [
+            "",
+            f"Energies of the DCIGN densities, evaluated non-self-consistently with "
+            f"{e['functional']}, against the same terms of the true densities "
+            "(MAE in mHa; T_s and E_total need orbitals):",
+            "",
+            "| | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+            "| DCIGN density vs true density | "
+            + " | ".join(f"{e['mae_mHa'][t]:.1f}" for t in DENSITY_TERMS)
+            + " |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -290,18 +448,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/ks2d-sho-lda"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--name", default=None, help="prefix of the output files, e.g. the dataset's name"
+    )
     parser.add_argument("--minutes", type=float, default=3.0, help="wall time per model")
     parser.add_argument("--focus", type=int, default=16)
     parser.add_argument("--context", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--transfer-targets",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also train density -> energies with the energy targets of dataset DIR, "
+        "paired by sample id (e.g. hybrid densities -> LDA energies)",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=MODELS,
-        default=list(MODELS),
-        help="models to (re)train; the others are loaded from --out and re-scored",
+        default=None,
+        help="models to (re)train (default: all; 'transfer' only with --transfer-targets); "
+        "the others are loaded from --out and re-scored",
     )
     args = parser.parse_args(argv)
+    if args.name is not None and (not args.name or "/" in args.name):
+        parser.error(f"--name must be a non-empty file-name prefix. Received: {args.name!r}")
+    models = [m for m in MODELS if m != "transfer" or args.transfer_targets is not None]
+    if args.only is None:
+        args.only = models
+    elif "transfer" in args.only and args.transfer_targets is None:
+        parser.error("--only transfer needs --transfer-targets DIR")
     args.out.mkdir(parents=True, exist_ok=True)
     (splits, config, pixel_area) = load_splits(args.data)
     test = splits["test"]
@@ -310,7 +487,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "data": str(args.data),
+        "name": args.name,
         "functional": config["functional"],
+        "functional_label": functional_of(config).label,
+        "potential": config["potential"],
         "grid": config["grid"]["n"],
         "sizes": "/".join(str(len(splits[s]["id"])) for s in ("train", "val", "test")),
         "minutes_per_model": args.minutes,
@@ -318,46 +498,74 @@ def main(argv: list[str] | None = None) -> dict:
         "context": args.context,
         "energy_mae_mHa": {},
         "epochs": {},
+        "labels": {"density": "density", "v_ext": "v_ext"},
         "baseline_mae_mHa": {
             t: float(1000 * np.abs(truths[:, i] - energies(splits["train"])[:, i].mean()).mean())
             for i, t in enumerate(TARGETS)
         },
     }
-    predictions = {}
     previous = {}
-    if set(args.only) != set(MODELS):
-        previous = json.loads((args.out / "train_models.json").read_text())["epochs"]
-    for key in ("density", "v_ext"):
-        path = args.out / f"ednn_energies_from_{key}.keras"
+    if any(m not in args.only for m in models):
+        previous = json.loads(output_path(args.out, args.name, "train_models.json").read_text())
+        previous = previous["epochs"]
+
+    # Energy models: (key in the splits, model id, splits to train on, row label).
+    energy_runs = [("density", "density", splits), ("v_ext", "v_ext", splits)]
+    if args.transfer_targets is not None:
+        (paired, target_config, summary) = paired_splits(splits, args.transfer_targets)
+        label = f"density ({config['functional']}) -> energies ({target_config['functional']})"
+        result["labels"]["transfer"] = label
+        paired_truths = energies(paired["test"]).astype(np.float64)
+        paired_train = energies(paired["train"])
+        result["transfer"] = {
+            "targets": str(args.transfer_targets),
+            "target_functional": target_config["functional"],
+            **summary,
+            "baseline_mae_mHa": {
+                t: float(1000 * np.abs(paired_truths[:, i] - paired_train[:, i].mean()).mean())
+                for i, t in enumerate(TARGETS)
+            },
+        }
+        print(f"transfer: paired {summary['paired']} (unpaired {summary['unpaired']})")
+        energy_runs.append(("density", "transfer", paired))
+
+    parity_rows = {}
+    for key, model_id, data in energy_runs:
+        filename = f"ednn_energies_from_{key}.keras"
+        if model_id == "transfer":
+            filename = "ednn_energies_from_density_transfer.keras"
+        path = output_path(args.out, args.name, filename)
         start = time.perf_counter()
-        if key in args.only:
+        if model_id in args.only:
+            provenance = {}
+            if model_id == "transfer":
+                provenance = {"density_data": str(args.data), "targets": str(args.transfer_targets)}
             (model, predicted, epochs) = train_energy_model(
-                splits, key, scales[key], args.focus, args.context, args.minutes, args.seed
-            )
+                data, key, scales[key], args.focus, args.context, args.minutes, args.seed,
+                name=f"ednn_{model_id}", provenance=provenance,
+            )  # fmt: skip
             model.save(path)
         else:
             model = keras.saving.load_model(path, compile=False)
-            predicted = model.predict(image(test, key, scales[key]), batch_size=32, verbose=0)
-            (predicted, epochs) = (np.asarray(predicted, np.float64), previous[key])
-        predictions[key] = predicted
-        result["energy_mae_mHa"][key] = {
-            t: float(1000 * np.abs(predicted[:, i] - truths[:, i]).mean())
+            x_test = image(data["test"], key, scales[key])
+            predicted = model.predict(x_test, batch_size=32, verbose=0)
+            (predicted, epochs) = (np.asarray(predicted, np.float64), previous[model_id])
+        true = energies(data["test"]).astype(np.float64)
+        result["energy_mae_mHa"][model_id] = {
+            t: float(1000 * np.abs(predicted[:, i] - true[:, i]).mean())
             for i, t in enumerate(TARGETS)
         }
-        result["epochs"][key] = epochs
-        print(f"{key}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
+        result["epochs"][model_id] = epochs
+        label = result["labels"][model_id]
+        parity_rows[label] = (true, predicted, data["test"]["n_electrons"])
+        print(f"{model_id}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
     start = time.perf_counter()
-    path = args.out / "dcign_density_from_v_ext.keras"
+    path = output_path(args.out, args.name, "dcign_density_from_v_ext.keras")
     if "dcign" in args.only:
+        logdir = args.out / "tensorboard" / (f"{args.name}_dcign" if args.name else "dcign")
         (model, density_pred, epochs) = train_dcign(
-            splits,
-            pixel_area,
-            args.focus,
-            args.context,
-            args.minutes,
-            args.seed,
-            args.out / "tensorboard" / "dcign",
+            splits, pixel_area, args.focus, args.context, args.minutes, args.seed, logdir
         )
         model.save(path)
     else:
@@ -371,12 +579,15 @@ def main(argv: list[str] | None = None) -> dict:
         "integrated_max": float(errors["integrated_per_image"].max()),
     }
     result["epochs"]["dcign"] = epochs
+    result["density_energies"] = density_energy_errors(test, density_pred[..., 0], config)
     print(f"dcign: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
-    (args.out / "train_models.json").write_text(json.dumps(result, indent=1) + "\n")
+    output_path(args.out, args.name, "train_models.json").write_text(
+        json.dumps(result, indent=1) + "\n"
+    )
     table = markdown(result)
-    (args.out / "train_models.md").write_text(table)
-    plot(args.out, truths, predictions, test, density_pred)
+    output_path(args.out, args.name, "train_models.md").write_text(table)
+    plot(args.out, args.name, parity_rows, test, density_pred)
     print(table)
     return result
 
