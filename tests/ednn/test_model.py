@@ -63,6 +63,16 @@ def test_default_tile_network_has_original_architecture():
     assert net.output_shape == (None, 1)
 
 
+def test_zero_output_initializer_starts_every_tile_at_zero_energy():
+    network = default_tile_network(
+        10, 2, conv_layers=[(4, 3, 2, 1)], dense_units=[8], output_initializer="zeros"
+    )
+    tiles = np.random.default_rng(0).random((5, 10, 10, 2)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(network(tiles)), 0.0)
+    hidden = network.get_layer("dense0").kernel.numpy()
+    assert np.std(hidden) > 0.1  # He-normal hidden layers, not zeros
+
+
 def test_default_tile_network_valid_padding_too_small_raises():
     with pytest.raises(ValueError, match="too small"):
         default_tile_network(8, n_channels=1, padding="valid")
