@@ -145,6 +145,18 @@ def run_child(method: str, n_atoms: int, model_path: str | None) -> dict:
     return row
 
 
+def _commensurate_count(length: float, region: float, tolerance: float = 0.015) -> int:
+    """Fewest repeats of ``length`` (Å) within ``tolerance`` regions of a whole number of them.
+
+    With 0.015 the n x n repeat keeps n times the cell's grid for n up to 32.
+    """
+    for count in range(1, 200):
+        regions = count * length / region
+        if round(regions) >= 1 and abs(regions - round(regions)) <= tolerance:
+            return count
+    raise ValueError(f"no repeat of {length} Å up to 200 fits regions of {region} Å")
+
+
 def run_extensivity(repeats: list[int], model_path: str | None) -> dict:
     """E(n x n repeat) / (n^2 E(cell)) - 1 for a cell of whole focus regions."""
     from ase.build import graphene
@@ -156,11 +168,16 @@ def run_extensivity(repeats: list[int], model_path: str | None) -> dict:
     model, trained = build_model(model_path, "auto")
     if trained is not None:
         model.set_weights(trained.get_weights())
-    # 13 x 46 rectangular graphene cells: 31.98 x 196.00 Å, within 0.1 % of 8 x 49 focus
-    # regions of 4 Å, so that the n x n repeat's pixel grid is n times the cell's for n < 600.
-    cell = cells.to_rectangular(graphene(vacuum=10.0)) * (13, 46, 1)
-    cell.positions[:, 2] += np.random.default_rng(1).normal(0.0, 0.05, len(cell))
+    # A rectangular graphene cell within 0.015 of a whole number of focus regions along x and
+    # y, so that the n x n repeat's pixel grid is n times the cell's (checked below per n).
     spec = model_raster_spec(model)
+    unit = cells.to_rectangular(graphene(vacuum=10.0))
+    counts = [
+        _commensurate_count(unit.cell[axis, axis], spec.spacing * spec.multiple_of[1 - axis])
+        for axis in (0, 1)
+    ]
+    cell = unit * (*counts, 1)
+    cell.positions[:, 2] += np.random.default_rng(1).normal(0.0, 0.05, len(cell))
     lengths = (cell.cell[0, 0], cell.cell[1, 1])
     (cell_grid, _) = grid_for_cell(lengths, spec.spacing, spec.multiple_of)
     single = evaluate_sheet(model, cell).values
