@@ -210,7 +210,8 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     print(f"  targets: {', '.join(meta.get('target_names', []))} ({meta.get('units', '?')})")
     print(
         f"  species: {', '.join(raster.get('species', []))}; spacing {raster.get('spacing')} Å; "
-        f"sigma {raster.get('sigma')} Å; height channel {raster.get('height_channel')}"
+        f"sigma {raster.get('sigma')} Å; height channel {raster.get('height_channel')}; "
+        f"stretch channels {raster.get('spacing_channels', False)}"
     )
     print(
         f"  focus {model.focus} px, context {model.context} px, tile {model.tile_shape}, "
