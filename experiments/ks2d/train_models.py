@@ -230,6 +230,15 @@ def image(split: dict, key: str, scale: float) -> np.ndarray:
     return x.astype("float32")
 
 
+def budget_callbacks(minutes: float) -> list:
+    """The wall-time budget, learning-rate decay and early stopping every model trains with."""
+    return [
+        TimeBudget(60 * minutes),
+        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=8, min_lr=1e-5),
+        keras.callbacks.EarlyStopping(patience=25, restore_best_weights=True),
+    ]
+
+
 def train_energy_model(
     splits, key, scale, focus, context, minutes, seed, name=None, provenance=None
 ) -> tuple:
@@ -272,9 +281,7 @@ def train_energy_model(
         batch_size=16,
         verbose=0,
         callbacks=[
-            TimeBudget(60 * minutes),
-            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=8, min_lr=1e-5),
-            keras.callbacks.EarlyStopping(patience=25, restore_best_weights=True),
+            *budget_callbacks(minutes),
         ],
     )
     predicted = np.asarray(model.predict(x_test, batch_size=32, verbose=0), np.float64)
@@ -309,9 +316,7 @@ def train_dcign(splits, pixel_area, focus, context, minutes, seed, logdir) -> tu
         batch_size=16,
         verbose=0,
         callbacks=[
-            TimeBudget(60 * minutes),
-            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=8, min_lr=1e-5),
-            keras.callbacks.EarlyStopping(patience=25, restore_best_weights=True),
+            *budget_callbacks(minutes),
             keras.callbacks.TensorBoard(str(logdir), write_graph=False),
             DensityImages(logdir / "images", tuple(x[:4] for x in val[0]), val[1][:4], every=2),
         ],
