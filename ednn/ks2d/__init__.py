@@ -1,8 +1,8 @@
 """A real-space 2D Kohn–Sham solver for datasets of model systems (Hartree atomic units).
 
 Electrons confined to a plane, interacting by ``1/r``, in an external potential ``v(x, y)``,
-spin-unpolarised, with 2D LDA, GGA or hybrid exchange–correlation from libxc (via pyscf,
-the ``ks2d`` extra), after Ryczko, Strubbe & Tamblyn, Phys. Rev. A 100, 022512 (2019).
+spin-unpolarised or polarised, with 2D LDA, GGA or hybrid exchange–correlation from libxc
+(via pyscf, the ``ks2d`` extra), after Ryczko, Strubbe & Tamblyn, Phys. Rev. A 100, 022512 (2019).
 
 One module per idea; none imports TensorFlow:
 
@@ -13,6 +13,7 @@ One module per idea; none imports TensorFlow:
 - :mod:`~ednn.ks2d.eigensolver`: block LOBPCG for the lowest orbitals;
 - :mod:`~ednn.ks2d.occupations`, :mod:`~ednn.ks2d.mixing`: aufbau/smearing, Pulay mixing;
 - :mod:`~ednn.ks2d.scf`: the self-consistent loop, :func:`solve`;
+- :mod:`~ednn.ks2d.spin`: its spin-polarised form, ``solve(..., spin=(n_up, n_down))``;
 - :mod:`~ednn.ks2d.result`: :class:`KSResult`;
 - :mod:`~ednn.ks2d.potentials`: harmonic wells and random smooth wells;
 - :mod:`~ednn.ks2d.generate`: sharded, resumable dataset generation and its command line

@@ -117,3 +117,35 @@ def field(array: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if not np.all(np.isfinite(out)):
         raise ValueError(f"`{name}` must be finite everywhere. Received: {name} with NaN or inf")
     return out
+
+
+def spin_counts(value: object, n_electrons: int, name: str = "spin") -> tuple[int, int]:
+    """Check electrons per spin channel ``(n_up, n_down)`` against ``n_electrons``.
+
+    Both must be non-negative ints that add up to ``n_electrons``.
+
+    Example
+    -------
+    >>> spin_counts((2, 1), 3)
+    (2, 1)
+    """
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(
+            f"`{name}` must be a pair (n_up, n_down) of ints. Received: {name}={value!r}"
+        )
+    up, down = value
+    if not (_is_int(up) and _is_int(down)):
+        raise TypeError(
+            f"`{name}` must be a pair (n_up, n_down) of ints. Received: {name}={value!r}"
+        )
+    if up < 0 or down < 0:
+        raise ValueError(
+            f"`{name}` must hold non-negative electron counts (n_up, n_down). "
+            f"Received: {name}={value!r}"
+        )
+    if up + down != n_electrons:
+        raise ValueError(
+            f"`{name}` = (n_up, n_down) must add up to n_electrons={n_electrons}. "
+            f"Received: {name}={value!r}"
+        )
+    return int(up), int(down)

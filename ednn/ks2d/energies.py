@@ -23,6 +23,10 @@ ground state ``n`` is:
 - for a hybrid, the exact-exchange part ``α E_x^Fock[φ]``. Its ``e_x`` is therefore
   returned as ``e_x_local``, the ``(1 - α)`` scaled LDA exchange only, and
   ``e_x = e_x_local + α E_x^Fock`` of the solver is *not* reproduced.
+
+Spin-polarised densities (``spin_polarized=True``) are given as the spin densities
+``(n_↑, n_↓)``: ``e_ext`` and ``e_hartree`` take their sum, exchange and correlation the
+pair, as in a spin-polarised :func:`ednn.ks2d.scf.solve`.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ def density_energies(
     functional: str | Functional = "lda",
     *,
     correction: str = "zeta2",
+    spin_polarized: bool = False,
 ) -> dict[str, float | np.ndarray]:
     """Evaluate the density-only energy terms of the Kohn–Sham energy on a given density.
 
@@ -111,9 +116,10 @@ def density_energies(
 
     Parameters
     ----------
-    density : ndarray, shape (n, n) or (m, n, n)
-        Electron density in bohr⁻² on ``grid``, or a batch of ``m`` densities.
-    v_ext : ndarray, shape (n, n) or that of ``density``
+    density : ndarray, shape (n, n) or (m, n, n); (2, n, n) or (m, 2, n, n) if spin-polarised
+        Electron density in bohr⁻² on ``grid``, or a batch of ``m`` densities; with
+        ``spin_polarized`` the spin densities ``(n_↑, n_↓)`` on the axis before the grid.
+    v_ext : ndarray, shape (n, n) or (m, n, n)
         External potential in Hartree (one for the whole batch, or one per density).
     grid : Grid
         The grid of the fields.
@@ -123,6 +129,9 @@ def density_energies(
     correction : {"zeta2", "zeta", "pixel"}
         Coulomb self-cell quadrature; the solver's default is ``"zeta2"``
         (:func:`ednn.ks2d.hartree.coulomb_kernel`).
+    spin_polarized : bool
+        ``density`` holds spin densities (e.g. ``KSResult.spin_densities`` of a
+        spin-polarised :func:`ednn.ks2d.scf.solve`).
 
     Returns
     -------
@@ -158,13 +167,24 @@ def density_energies(
     True
     """
     functional = _functional(functional)
+    spins = None
+    if spin_polarized:
+        spins = np.asarray(density, dtype=np.float64)
+        if spins.ndim not in (3, 4) or spins.shape[-3:] != (2, *grid.shape):
+            raise ValueError(
+                f"`density` must be spin densities of shape (2, {grid.n}, {grid.n}) or a batch "
+                f"(m, 2, {grid.n}, {grid.n}) with `spin_polarized=True`. "
+                f"Received: density.shape={spins.shape}"
+            )
+        density = spins.sum(axis=-3)
     density, v_ext = _fields(density, v_ext, grid)
     single = density.ndim == 2
     batch = density.reshape(-1, *grid.shape)
     coulomb = Coulomb(grid, correction)
     e_ext = grid.integrate(v_ext.reshape(batch.shape) * batch)
     e_hartree = coulomb.energy(batch)
-    local = [functional.local_terms(n, grid) for n in batch]
+    xc_inputs = batch if spins is None else spins.reshape(-1, 2, *grid.shape)
+    local = [functional.local_terms(n, grid) for n in xc_inputs]
     e_x = np.array([terms.e_x for terms in local])
     e_c = np.array([terms.e_c for terms in local])
     values = (e_ext, e_hartree, e_x, e_c)

@@ -7,12 +7,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 #: Arrays stored per sample (the orbitals are left out: they are large and gauge-dependent).
-ARRAY_FIELDS = ("v_ext", "density", "eigenvalues", "occupations")
+ARRAY_FIELDS = ("v_ext", "density", "eigenvalues", "occupations", "spin_densities")
 
 
 @dataclass
 class KSResult:
-    """A converged spin-unpolarised 2D Kohn–Sham solution. Energies in Hartree.
+    """A converged 2D Kohn–Sham solution, spin-unpolarised or polarised. Energies in Hartree.
+
+    A spin-polarised solution (``spin_polarized``) has per-spin levels: ``eigenvalues``,
+    ``occupations`` of shape ``(2, k)`` and ``orbitals`` of shape ``(2, k, n, n)``, spin
+    up first; ``density`` is the total and ``spin_densities`` holds ``(n_↑, n_↓)``.
 
     Attributes
     ----------
@@ -29,9 +33,10 @@ class KSResult:
     v_ext : ndarray, shape (n, n)
         External potential (Hartree).
     density : ndarray, shape (n, n)
-        Self-consistent density (bohr⁻²), ``∫ n d²r = N``.
-    eigenvalues, occupations : ndarray, shape (k,)
-        Lowest ``k`` Kohn–Sham levels (Hartree) and their electrons (0 to 2).
+        Self-consistent (total) density (bohr⁻²), ``∫ n d²r = N``.
+    eigenvalues, occupations : ndarray, shape (k,) or (2, k)
+        Lowest ``k`` Kohn–Sham levels (Hartree) and their electrons (0 to 2; per spin
+        channel 0 to 1).
     t_s, e_ext, e_hartree, e_x, e_c : float
         Non-interacting kinetic, external, Hartree, exchange (local plus ``α`` Fock) and
         correlation energies.
@@ -51,8 +56,10 @@ class KSResult:
         Largest density on the outermost row/column of the box (bohr⁻²).
     wall_time : float
         Seconds spent in the solver.
-    orbitals : ndarray, shape (k, n, n), optional
+    orbitals : ndarray, shape (k, n, n) or (2, k, n, n), optional
         Orbitals normalised on the grid (not stored by :meth:`to_dict`).
+    spin_densities : ndarray, shape (2, n, n), optional
+        ``(n_↑, n_↓)`` in bohr⁻² of a spin-polarised solution; None if unpolarised.
     """
 
     n: int
@@ -78,16 +85,42 @@ class KSResult:
     edge_density: float
     wall_time: float
     orbitals: np.ndarray | None = field(default=None, repr=False)
+    spin_densities: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def e_xc(self) -> float:
         """``E_x + E_c`` in Hartree."""
         return self.e_x + self.e_c
 
+    @property
+    def spin_polarized(self) -> bool:
+        """True for a spin-polarised solution (two spin channels)."""
+        return self.spin_densities is not None
+
+    @property
+    def electrons_per_spin(self) -> tuple[int, int] | None:
+        """``(n_↑, n_↓)`` of a spin-polarised solution; None if unpolarised."""
+        if not self.spin_polarized:
+            return None
+        up, down = np.rint(np.sum(self.occupations, axis=-1)).astype(int)
+        return int(up), int(down)
+
+    @property
+    def magnetization(self) -> np.ndarray | None:
+        """``n_↑ - n_↓`` in bohr⁻² (integrates to ``n_↑ - n_↓``); None if unpolarised."""
+        if self.spin_densities is None:
+            return None
+        return self.spin_densities[0] - self.spin_densities[1]
+
     def to_dict(self) -> dict[str, np.ndarray | float | int | str]:
-        """Flat dict of everything but the orbitals, for ``np.savez`` or JSON scalars."""
+        """Flat dict of everything but the orbitals, for ``np.savez`` or JSON scalars.
+
+        ``spin_densities`` is present only for a spin-polarised solution.
+        """
         out = asdict(self)
         out.pop("orbitals")
+        if out["spin_densities"] is None:
+            out.pop("spin_densities")
         return out
 
     @classmethod

@@ -1,4 +1,8 @@
-"""Self-consistent field for spin-unpolarised 2D Kohn–Sham electrons in an external potential.
+"""Self-consistent field for 2D Kohn–Sham electrons in an external potential.
+
+Spin-unpolarised by default; ``solve(..., spin=(n_up, n_down))`` runs the spin-polarised
+loop of :mod:`ednn.ks2d.spin` (same steps per spin channel). The notes below are for the
+unpolarised loop.
 
 Energies are in Hartree, lengths in bohr. The total energy of the output density and
 orbitals of each iteration is
@@ -70,10 +74,12 @@ class DensityNotConfined(KSFailure):
     """The density does not vanish at the edges of the box (box too small or state unbound)."""
 
 
-def _occupy(eigenvalues: np.ndarray, n_electrons: int, smearing: float) -> tuple[np.ndarray, float]:
+def _occupy(
+    eigenvalues: np.ndarray, n_electrons: int, smearing: float, capacity: float = 2.0
+) -> tuple[np.ndarray, float]:
     # Too few computed levels for the shell or the smearing is a failure of this sample.
     try:
-        return occupations(eigenvalues, n_electrons, smearing)
+        return occupations(eigenvalues, n_electrons, smearing, capacity=capacity)
     except ValueError as error:
         raise KSFailure(f"{error} (raise `extra_states`)") from error
 
@@ -99,6 +105,7 @@ def solve(
     grid: Grid,
     functional: str | Functional | None = "lda",
     *,
+    spin: tuple[int, int] | None = None,
     smearing: float = 0.0,
     extra_states: int = 4,
     energy_tol: float = 1e-7,
@@ -112,7 +119,7 @@ def solve(
     keep_orbitals: bool = True,
     threads: int | None = 1,
 ) -> KSResult:
-    """Solve the spin-unpolarised 2D Kohn–Sham equations self-consistently.
+    """Solve the 2D Kohn–Sham equations self-consistently, spin-unpolarised or polarised.
 
     Parameters
     ----------
@@ -125,10 +132,17 @@ def solve(
     functional : {"lda", "gga", "hybrid"}, Functional or None
         Exchange–correlation functional (:class:`ednn.ks2d.xc.Functional`); ``None`` for
         independent electrons (no Hartree, no xc: one diagonalisation).
+    spin : (int, int), optional
+        Electrons per spin channel ``(n_up, n_down)``, non-negative and adding up to
+        ``N``: a spin-polarised (collinear, unrestricted) run with fixed counts per
+        channel (:mod:`ednn.ks2d.spin`). None (default): spin-unpolarised, both spins in
+        each orbital. ``(N/2, N/2)`` gives the unpolarised solution where that is stable.
     smearing : float
         Fermi–Dirac ``kT`` in Hartree; 0 for aufbau with degenerate shells shared equally.
+        With ``spin``, each channel has its own Fermi level.
     extra_states : int
-        Empty levels computed above ``⌈N/2⌉`` (to locate shells and for LOBPCG robustness).
+        Empty levels computed above ``⌈N/2⌉`` (to locate shells and for LOBPCG robustness);
+        with ``spin``, above ``max(n_up, n_down)`` in each channel.
     energy_tol : float
         Convergence threshold on ``|ΔE_total|`` between iterations (Hartree).
     density_tol : float
@@ -160,6 +174,8 @@ def solve(
     Returns
     -------
     KSResult
+        With ``spin``: per-spin ``eigenvalues``/``occupations`` ``(2, k)``, ``orbitals``
+        ``(2, k, n, n)`` and ``spin_densities`` ``(2, n, n)``; ``density`` is the total.
 
     Raises
     ------
@@ -175,10 +191,13 @@ def solve(
     >>> result = solve(0.5 * (X**2 + Y**2), 2, grid, "lda")
     >>> round(float(grid.integrate(result.density)), 6)
     2.0
+    >>> polarized = solve(0.5 * (X**2 + Y**2), 3, grid, "lda", spin=(2, 1))
+    >>> polarized.occupations.shape, polarized.electrons_per_spin
+    ((2, 6), (2, 1))
     """
     with _thread_limit(threads):
         return _solve(
-            v_ext, n_electrons, grid, functional, smearing, extra_states, energy_tol,
+            v_ext, n_electrons, grid, functional, spin, smearing, extra_states, energy_tol,
             density_tol, residual_tol, max_iter, mixing, history, correction,
             max_edge_density, keep_orbitals,
         )  # fmt: skip
@@ -214,6 +233,7 @@ def _solve(
     n_electrons: int,
     grid: Grid,
     functional: str | Functional | None,
+    spin: tuple[int, int] | None,
     smearing: float,
     extra_states: int,
     energy_tol: float,
@@ -235,6 +255,15 @@ def _solve(
     if max_iter is None:
         max_iter = 300 if functional is not None and functional.exact_exchange else 100
     max_iter = check.integer(max_iter, "max_iter", minimum=1)
+    if spin is not None:
+        # Imported here: ednn.ks2d.spin builds on this module's helpers.
+        from ednn.ks2d.spin import solve_polarized
+
+        return solve_polarized(
+            v_ext, check.spin_counts(spin, n_electrons), grid, functional, smearing,
+            extra_states, (energy_tol, density_tol, residual_tol), max_iter, mixing, history,
+            correction, max_edge_density, keep_orbitals, start,
+        )  # fmt: skip
     k = math.ceil(n_electrons / 2) + extra_states
     if k > grid.n * grid.n // 4:
         raise ValueError(
@@ -423,7 +452,9 @@ def _result(
     start: float,
     keep_orbitals: bool,
     max_edge_density: float | None,
+    spin_densities: np.ndarray | None = None,
 ) -> KSResult:
+    # `eig` and `occ` may carry a leading spin axis (spin-polarised results).
     edge = _edge(density)
     if max_edge_density is not None and edge > max_edge_density:
         raise DensityNotConfined(
@@ -449,5 +480,6 @@ def _result(
         edge_density=edge,
         wall_time=time.perf_counter() - start,
         orbitals=eig.orbitals if keep_orbitals else None,
+        spin_densities=spin_densities,
         **energies,
     )

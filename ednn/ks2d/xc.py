@@ -1,6 +1,6 @@
 """2D exchange–correlation functionals through libxc (via :func:`pyscf.dft.libxc.eval_xc`).
 
-Three families, all spin-unpolarised, named as in Ryczko, Strubbe & Tamblyn (2019):
+Three families, named as in Ryczko, Strubbe & Tamblyn (2019):
 
 =========  ==========================================  ==================================
 name       exchange                                    correlation
@@ -20,6 +20,20 @@ potential is ``v = vrho - 2 ∇·(vsigma ∇n)``, with spectral derivatives.
 The 2D Slater exchange of the uniform gas, which ``LDA_X_2D`` reproduces to machine
 precision, is ``ε_x(n) = -(4/3) √(2/π) n^{1/2}``, i.e. ``e_x = n ε_x = -(4/3) √(2/π) n^{3/2}``
 per area and ``v_x = -2 √(2/π) n^{1/2}`` (see :func:`gaussian_lda_exchange_energy`).
+
+Spin polarisation: :meth:`Functional.local_terms` also takes the spin densities
+``(n_↑, n_↓)`` as an array of shape ``(2, n, n)`` and returns one potential per spin.
+LDA-type terms go to libxc with ``spin=1`` (input ``(n_↑, n_↓)``; ``vrho`` of shape
+``(points, 2)``, ``exc`` per particle of the total density). A GGA exchange is evaluated by
+the exact spin-scaling relation of exchange (Oliver & Perdew, Phys. Rev. A 20, 397 (1979)),
+
+    E_x[n_↑, n_↓] = ½ E_x[2 n_↑] + ½ E_x[2 n_↓],   v_x^σ = v_x[2 n_σ],
+
+which is what libxc's ``spin=1`` GGA exchange computes (input rows ``(n_σ, ∂_x n_σ,
+∂_y n_σ, 0)`` per spin, ``vsigma`` columns ``(↑↑, ↑↓, ↓↓)``; checked in the tests), but
+lets the tail switch below act on each spin channel's own density: a minority density
+far below the majority's would otherwise reach the GGA where its ``∇n_σ / n_σ^{3/2}`` is
+noise. For ``n_↑ = n_↓ = n/2`` every term equals the unpolarised one.
 
 Exact exchange lives in :mod:`ednn.ks2d.exchange`; here a hybrid only scales the local
 exchange by ``1 - α`` and reports ``α``.
@@ -70,8 +84,9 @@ class XCTerms:
         Local (semi-local) exchange energy, already scaled by ``1 - α`` for a hybrid.
     e_c : float
         Correlation energy.
-    potential : ndarray, shape (n, n)
-        ``v_xc = δ(E_x + E_c)/δn`` in Hartree (local parts only).
+    potential : ndarray, shape (n, n) or (2, n, n)
+        ``v_xc = δ(E_x + E_c)/δn`` in Hartree (local parts only); one per spin,
+        ``δE_xc/δn_σ``, for spin densities.
     """
 
     e_x: float
@@ -148,20 +163,64 @@ class Functional:
 
         Parameters
         ----------
-        density : ndarray, shape (n, n)
-            Electron density in bohr⁻² (non-negative).
+        density : ndarray, shape (n, n) or (2, n, n)
+            Electron density in bohr⁻² (non-negative), or the spin densities
+            ``(n_↑, n_↓)`` stacked on a leading axis of length 2.
         grid : Grid
             The grid of ``density``.
 
         Returns
         -------
         XCTerms
-            ``E_x`` (scaled by ``1 - α``), ``E_c`` and ``v_xc`` in Hartree.
+            ``E_x`` (scaled by ``1 - α``), ``E_c`` and ``v_xc`` in Hartree; ``v_xc`` has
+            the shape of ``density`` (one potential per spin for spin densities).
+
+        Example
+        -------
+        >>> grid = Grid(16, 8.0)
+        >>> up = np.full(grid.shape, 0.01)
+        >>> terms = Functional("lda").local_terms(np.stack([up, 0 * up]), grid)
+        >>> terms.potential.shape
+        (2, 16, 16)
         """
+        if np.ndim(density) == 3:
+            return self._spin_local_terms(np.asarray(density, dtype=float), grid)
         e_x, v_x = _libxc_energy_potential(self.exchange, density, grid)
         e_c, v_c = _libxc_energy_potential(self.correlation, density, grid)
         scale = 1.0 - self.exact_exchange
         return XCTerms(e_x=scale * e_x, e_c=e_c, potential=scale * v_x + v_c)
+
+    def _spin_local_terms(self, spin_densities: np.ndarray, grid: Grid) -> XCTerms:
+        if spin_densities.shape != (2, *grid.shape):
+            raise ValueError(
+                f"`density` must have the grid shape {grid.shape} or be spin densities of "
+                f"shape (2, {grid.n}, {grid.n}). Received: density.shape={spin_densities.shape}"
+            )
+        if self.is_gga:  # spin scaling of exchange, see the module notes
+            parts = [_libxc_energy_potential(self.exchange, 2.0 * n, grid) for n in spin_densities]
+            e_x = 0.5 * (parts[0][0] + parts[1][0])
+            v_x = np.stack([parts[0][1], parts[1][1]])
+        else:
+            e_x, v_x = _libxc_spin_energy_potential(self.exchange, spin_densities, grid)
+        e_c, v_c = _libxc_spin_energy_potential(self.correlation, spin_densities, grid)
+        scale = 1.0 - self.exact_exchange
+        return XCTerms(e_x=scale * e_x, e_c=e_c, potential=scale * v_x + v_c)
+
+
+def _libxc_spin_energy_potential(
+    code: str, spin_densities: np.ndarray, grid: Grid
+) -> tuple[float, np.ndarray]:
+    # A spin-polarised LDA-type term: libxc with spin=1 on (n_↑, n_↓).
+    from pyscf.dft import libxc
+
+    if libxc.xc_type(code) != "LDA":
+        raise ValueError(f"expected an LDA-type libxc functional. Received: code={code!r}")
+    rho = np.maximum(spin_densities, 0.0)
+    exc, vxc, _, _ = libxc.eval_xc(code, (rho[0].ravel(), rho[1].ravel()), spin=1, deriv=1)
+    total = rho[0] + rho[1]
+    energy = float(grid.integrate(total * exc.reshape(total.shape)))
+    potential = np.asarray(vxc[0]).T.reshape(rho.shape)
+    return energy, potential
 
 
 def _libxc_energy_potential(code: str, density: np.ndarray, grid: Grid) -> tuple[float, np.ndarray]:
@@ -213,7 +272,8 @@ def lda_exchange_energy_density(density: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     density : ndarray
-        Spin-unpolarised density ``n`` in bohr⁻².
+        Spin-unpolarised density ``n`` in bohr⁻². A fully polarised density has
+        ``√2`` times this exchange: ``e_x[n, 0] = ½ e_x[2n] = √2 e_x[n]``.
 
     Returns
     -------
