@@ -147,7 +147,10 @@ class EDNN(keras.Model):
     Args:
         tile_network: The shared tile network: a Keras model (or layer) mapping
             `(batch, T0, T1, C)` to `(batch, n_targets)`, a path to a `.keras` file holding
-            one, or its serialized config.  Its input shape must be the tile shape
+            one, or its serialized config.  A trained `EDNN` (or a path to one) stands for
+            its own tile network, weights included: the new model starts from them
+            (fine-tuning, e.g. after pre-training on cheap labels).  Its input shape must be
+            the tile shape
             `focus + 2 * context` with `C` channels; `None` dimensions are accepted.
         focus: Focus region of each tile in pixels, an int or a pair.
         context: Context pixels on each side of the focus region, an int or a pair.
@@ -483,10 +486,14 @@ def predict_image(
 
 
 def _as_tile_network(tile_network) -> keras.Layer:
+    # A trained EDNN stands for its tile network, weights included: fine-tuning starts there.
+    if isinstance(tile_network, EDNN):
+        return tile_network.tile_network
     if isinstance(tile_network, keras.Layer):
         return tile_network
     if isinstance(tile_network, str | os.PathLike):
-        return keras.saving.load_model(tile_network, compile=False)
+        loaded = keras.saving.load_model(tile_network, compile=False)
+        return loaded.tile_network if isinstance(loaded, EDNN) else loaded
     if isinstance(tile_network, dict):
         return keras.saving.deserialize_keras_object(tile_network)
     raise TypeError(

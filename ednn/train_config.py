@@ -53,7 +53,9 @@ DEFAULTS: dict = {
             "initializer": "he_normal",
             "output_initializer": "glorot_uniform",
         },
-        "tile_network": None,  # path to a user's .keras tile network (replaces architecture)
+        # Path to a user's .keras tile network, or to a trained ednn model whose tile network
+        # (weights included) starts the training: fine-tuning. Replaces `architecture`.
+        "tile_network": None,
         "energy_scale": "auto",  # or a number (eV per tile output)
     },
     "targets": ["energy"],

@@ -241,6 +241,17 @@ def test_tile_network_from_keras_file(tmp_path):
     )
 
 
+def test_trained_ednn_gives_its_tile_network_with_weights_for_fine_tuning(tmp_path):
+    pretrained = build_ednn(FOCUS, CONTEXT, tile_network=user_tile_network(), energy_scale=2.0)
+    path = tmp_path / "pretrained.keras"
+    pretrained.save(path)
+    image = random_image()[None]
+    for source in (pretrained, str(path)):
+        model = build_ednn(FOCUS, CONTEXT, tile_network=source, energy_scale=3.0)
+        # Same tile network (weights included), the new model's own energy scale.
+        np.testing.assert_allclose(model(image), 1.5 * pretrained(image), rtol=1e-5)
+
+
 def test_tile_network_with_wrong_input_shape_raises():
     with pytest.raises(ValueError, match=r"tiles of shape \(10, 10, 2\).*Received.*\(12, 12, 2\)"):
         build_ednn(FOCUS, CONTEXT, n_channels=2, tile_network=user_tile_network((12, 12, 2)))

@@ -274,6 +274,22 @@ def test_a_users_keras_model_is_the_tile_network(fixture_data, tmp_path):
     assert isinstance(model, ednn.model.EDNN)
 
 
+def test_fine_tuning_starts_from_a_trained_models_tile_network(trained, tmp_path):
+    run_dir, _ = trained
+    pretrained = keras.saving.load_model(run_dir / "best.keras")
+    config = tiny_config(
+        model={"tile_network": str(run_dir / "best.keras")},
+        training={"epochs": 1, "optimizer": {"learning_rate": 1e-9}},
+    )
+    train(config, tmp_path / "fine", progress=False)
+    tuned = keras.saving.load_model(tmp_path / "fine" / "model.keras")
+    # With a vanishing learning rate the tile network keeps the pre-trained weights.
+    for before, after in zip(
+        pretrained.tile_network.get_weights(), tuned.tile_network.get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(after, before, atol=1e-6)
+
+
 def test_hdf5_images_train_without_structures(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.random((24, 16, 16)).astype(np.float32)
