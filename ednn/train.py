@@ -448,6 +448,9 @@ def _metadata(config, data: ImageSet, targets: Targets, record: dict) -> dict:
             "engine": {k: info[k] for k in ("engine", "engine_version", "method") if k in info},
         },
     }
+    start = config["model"]["tile_network"]
+    if isinstance(start, str):  # fine-tuned from a saved tile network or trained model
+        metadata["provenance"]["initial_tile_network"] = start
     if data.spec is not None:
         metadata["raster"] = data.spec.to_dict()
     return metadata

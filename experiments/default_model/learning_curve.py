@@ -9,7 +9,12 @@ stopped and rerun.
     python experiments/default_model/learning_curve.py \
         --config configs/train_default.yaml --out runs/learning_curve
 
-Writes ``experiments/results/default_model_learning_curve.json`` and ``.png``.
+Writes ``experiments/results/default_model_learning_curve.json`` and ``.png``;
+``--overlay LABEL=NAME ...`` plots saved results of several curves in one figure, e.g.
+
+    python experiments/default_model/learning_curve.py --name default_model_learning_curves \
+        --overlay scratch=default_model_learning_curve_scratch \
+                  pre-trained=default_model_learning_curve_pretrained
 """
 
 from __future__ import annotations
@@ -60,27 +65,29 @@ def learning_curve(
     return {"config": config, "epochs": epochs, "points": points}
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(results: dict[str, dict], path: Path) -> None:
+    """Log-log MAE against training structures; one line per result and split."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(5, 4))
-    for split in SPLITS:
-        points = [p for p in result["points"] if p.get(split) and "mae" in p[split]]
-        if points:
-            axis.loglog(
-                [p["n_train"] for p in points],
-                [p[split]["mae"] for p in points],
-                "o-",
-                label=f"{split} MAE",
-            )
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for label, result in results.items():
+        for split, style in zip(SPLITS, ("o-", "s--"), strict=True):
+            points = [p for p in result["points"] if p.get(split) and "mae" in p[split]]
+            if points:
+                axis.loglog(
+                    [p["n_train"] for p in points],
+                    [p[split]["mae"] for p in points],
+                    style,
+                    label=f"{label}: {split} MAE" if label else f"{split} MAE",
+                )
     axis.set_xlabel("training structures")
     axis.set_ylabel("MAE (meV/atom)")
     axis.set_title("Default EDNN: learning curve")
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=7)
     figure.tight_layout()
     with _io.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
@@ -99,14 +106,25 @@ def main(argv=None) -> None:
         action="store_true",
         help="train fraction f for epochs/f epochs: the same optimizer steps for every point",
     )
+    parser.add_argument(
+        "--overlay",
+        nargs="+",
+        metavar="LABEL=NAME",
+        help="no training: plot the saved results NAME.json of earlier runs together in --name.png",
+    )
     args = parser.parse_args(argv)
+    if args.overlay:
+        pairs = [item.split("=", 1) for item in args.overlay]
+        saved = {label: json.loads((RESULTS / f"{name}.json").read_text()) for label, name in pairs}
+        plot(saved, RESULTS / f"{args.name}.png")
+        return
     config = load_yaml(args.config)
     result = learning_curve(config, args.fractions, Path(args.out), args.epochs, args.equal_steps)
     result["equal_steps"] = args.equal_steps
     result["command"] = " ".join(["python", *sys.argv])
     RESULTS.mkdir(exist_ok=True)
     _io.atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(result, indent=1))
-    plot(result, RESULTS / f"{args.name}.png")
+    plot({"": result}, RESULTS / f"{args.name}.png")
     for point in result["points"]:
         mae = (point.get("test") or {}).get("mae", float("nan"))
         print(f"{point['n_train']:6d} training structures: test MAE {mae:.2f} meV/atom")

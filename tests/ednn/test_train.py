@@ -283,6 +283,7 @@ def test_fine_tuning_starts_from_a_trained_models_tile_network(trained, tmp_path
     )
     train(config, tmp_path / "fine", progress=False)
     tuned = keras.saving.load_model(tmp_path / "fine" / "model.keras")
+    assert tuned.metadata["provenance"]["initial_tile_network"] == str(run_dir / "best.keras")
     # With a vanishing learning rate the tile network keeps the pre-trained weights.
     for before, after in zip(
         pretrained.tile_network.get_weights(), tuned.tile_network.get_weights(), strict=True
