@@ -147,11 +147,11 @@ class EDNN(keras.Model):
     Args:
         tile_network: The shared tile network: a Keras model (or layer) mapping
             `(batch, T0, T1, C)` to `(batch, n_targets)`, a path to a `.keras` file holding
-            one, or its serialized config.  A trained `EDNN` (or a path to one) stands for
-            its own tile network, weights included: the new model starts from them
-            (fine-tuning, e.g. after pre-training on cheap labels).  Its input shape must be
-            the tile shape
-            `focus + 2 * context` with `C` channels; `None` dimensions are accepted.
+            one, or its serialized config.  Its input shape must be the tile shape
+            `focus + 2 * context` with `C` channels; `None` dimensions are accepted.  A
+            trained `EDNN` (or a path to one) stands for a copy of its own tile network,
+            weights included: the new model starts from them (fine-tuning, e.g. after
+            pre-training on cheap labels) and training it leaves the original unchanged.
         focus: Focus region of each tile in pixels, an int or a pair.
         context: Context pixels on each side of the focus region, an int or a pair.
         boundary: `"periodic"` (a periodic cell) or `"zero"` (vacuum around the image).
@@ -486,9 +486,13 @@ def predict_image(
 
 
 def _as_tile_network(tile_network) -> keras.Layer:
-    # A trained EDNN stands for its tile network, weights included: fine-tuning starts there.
+    # A trained EDNN stands for a copy of its tile network, weights included: fine-tuning
+    # starts there without changing the original model.
     if isinstance(tile_network, EDNN):
-        return tile_network.tile_network
+        source = tile_network.tile_network
+        copy = keras.models.clone_model(source)
+        copy.set_weights(source.get_weights())
+        return copy
     if isinstance(tile_network, keras.Layer):
         return tile_network
     if isinstance(tile_network, str | os.PathLike):

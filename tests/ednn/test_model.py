@@ -246,10 +246,14 @@ def test_trained_ednn_gives_its_tile_network_with_weights_for_fine_tuning(tmp_pa
     path = tmp_path / "pretrained.keras"
     pretrained.save(path)
     image = random_image()[None]
-    for source in (pretrained, str(path)):
+    before = pretrained(image).numpy()
+    for source in (str(path), pretrained):
         model = build_ednn(FOCUS, CONTEXT, tile_network=source, energy_scale=3.0)
         # Same tile network (weights included), the new model's own energy scale.
-        np.testing.assert_allclose(model(image), 1.5 * pretrained(image), rtol=1e-5)
+        np.testing.assert_allclose(model(image), 1.5 * before, rtol=1e-5)
+        # A copy: changing the new model's weights leaves the pre-trained model as it was.
+        model.tile_network.set_weights([w + 1.0 for w in model.tile_network.get_weights()])
+        np.testing.assert_array_equal(pretrained(image).numpy(), before)
 
 
 def test_tile_network_with_wrong_input_shape_raises():
