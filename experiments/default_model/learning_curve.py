@@ -73,7 +73,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(5.5, 4))
-    for label, result in results.items():
+    for index, (label, result) in enumerate(results.items()):
         for split, style in zip(SPLITS, ("o-", "s--"), strict=True):
             points = [p for p in result["points"] if p.get(split) and "mae" in p[split]]
             if points:
@@ -81,6 +81,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
                     [p["n_train"] for p in points],
                     [p[split]["mae"] for p in points],
                     style,
+                    color=f"C{index}" if len(results) > 1 else None,
                     label=f"{label}: {split} MAE" if label else f"{split} MAE",
                 )
     axis.set_xlabel("training structures")
