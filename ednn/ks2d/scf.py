@@ -320,15 +320,34 @@ def _solve(
                 keep_orbitals, max_edge_density,
             )  # fmt: skip
         e_outer = e_total
-        inner = (
-            max(energy_tol, min(inner[0], 0.1 * outer_change)),
-            max(density_tol, min(inner[1], 0.1 * outer_density)),
-            residual_tol,
-        )
+        inner = _next_inner(inner, outer_change, outer_density, tolerances)
+    raise _not_converged(records, tolerances, max_iter)
+
+
+def _next_inner(
+    inner: tuple[float, float, float],
+    outer_change: float,
+    outer_density: float,
+    tolerances: tuple[float, float, float],
+) -> tuple[float, float, float]:
+    # Hybrid outer loop: the inner tolerances follow the last outer change, down to the
+    # requested ones.
+    (energy_tol, density_tol, residual_tol) = tolerances
+    return (
+        max(energy_tol, min(inner[0], 0.1 * outer_change)),
+        max(density_tol, min(inner[1], 0.1 * outer_density)),
+        residual_tol,
+    )
+
+
+def _not_converged(
+    records: list[dict], tolerances: tuple[float, float, float], max_iter: int, where: str = ""
+) -> SCFNotConverged:
+    (energy_tol, density_tol, residual_tol) = tolerances
     last = records[-1]
-    raise SCFNotConverged(
+    return SCFNotConverged(
         f"expected |ΔE| < {energy_tol:g} Ha, ∫|Δn| < {density_tol:g} and eigen-residual < "
-        f"{residual_tol:g} within max_iter={max_iter} iterations. Received: "
+        f"{residual_tol:g} within max_iter={max_iter} iterations{where}. Received: "
         f"|ΔE|={last['energy_change']:.3g}, ∫|Δn|={last['density_residual']:.3g}, "
         f"residual={last['eigen_residual']:.3g} after {len(records)} iterations",
         records,
@@ -359,10 +378,10 @@ def _inner_loop(
     records: list[dict],
 ) -> bool:
     # Density SCF with a fixed nonlocal operator; updates `state` and `records` in place.
-    energy_tol, density_tol, residual_tol = tolerances
+    residual_tol = tolerances[2]
     n_in = state.density
     e_previous = np.inf
-    best, stalled = np.inf, 0
+    watch = _StallWatch()
     for _ in range(max_iter):
         local = functional.local_terms(n_in, grid)
         eig = lowest_eigenpairs(
@@ -387,25 +406,39 @@ def _inner_loop(
         records.append(record)
         state.eig, state.occ, state.entropy = eig, occ, entropy
         state.density, state.energies = n_out, energies
-        if (
-            record["energy_change"] < energy_tol
-            and record["density_residual"] < density_tol
-            and record["eigen_residual"] < residual_tol
-        ):
+        if _converged(record, tolerances):
             return True
         e_previous = e_total
-        # A long Pulay history can lock into a cycle (charge sloshing between pockets of a
-        # blob well went on for 100 iterations with history 8, converged with 4): after
-        # RESTART_PATIENCE iterations without a new lowest ∫|Δn|, restart the history.
-        if record["density_residual"] < best:
-            best, stalled = record["density_residual"], 0
-        else:
-            stalled += 1
-        if stalled >= RESTART_PATIENCE:
-            mixer.reset()
-            best, stalled = record["density_residual"], 0
+        watch.update(record["density_residual"], mixer)
         n_in = mixer(n_in, n_out)
     return False
+
+
+def _converged(record: dict, tolerances: tuple[float, float, float]) -> bool:
+    (energy_tol, density_tol, residual_tol) = tolerances
+    return (
+        record["energy_change"] < energy_tol
+        and record["density_residual"] < density_tol
+        and record["eigen_residual"] < residual_tol
+    )
+
+
+@dataclass
+class _StallWatch:
+    # A long Pulay history can lock into a cycle (charge sloshing between pockets of a
+    # blob well went on for 100 iterations with history 8, converged with 4): after
+    # RESTART_PATIENCE iterations without a new lowest ∫|Δn|, restart the history.
+    best: float = np.inf
+    stalled: int = 0
+
+    def update(self, density_residual: float, mixer: PulayMixer) -> None:
+        if density_residual < self.best:
+            self.best, self.stalled = density_residual, 0
+        else:
+            self.stalled += 1
+        if self.stalled >= RESTART_PATIENCE:
+            mixer.reset()
+            self.best, self.stalled = density_residual, 0
 
 
 def _kinetic(grid: Grid, eig: Eigenpairs, occ: np.ndarray) -> float:

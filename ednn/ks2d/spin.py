@@ -25,8 +25,6 @@ independent-electron density in ``v_ext`` split by the counts, so a closed shell
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ednn.ks2d.eigensolver import Eigenpairs, lowest_eigenpairs
@@ -36,11 +34,14 @@ from ednn.ks2d.hartree import Coulomb
 from ednn.ks2d.mixing import PulayMixer
 from ednn.ks2d.result import KSResult
 from ednn.ks2d.scf import (
-    RESTART_PATIENCE,
-    SCFNotConverged,
+    _converged,
     _kinetic,
+    _next_inner,
+    _not_converged,
     _occupy,
     _result,
+    _StallWatch,
+    _State,
 )
 from ednn.ks2d.xc import Functional
 
@@ -152,29 +153,8 @@ def solve_polarized(
                 iterations=len(records), records=records,
             )  # fmt: skip
         e_outer = e_total
-        inner = (
-            max(energy_tol, min(inner[0], 0.1 * outer_change)),
-            max(density_tol, min(inner[1], 0.1 * outer_density)),
-            residual_tol,
-        )
-    last = records[-1]
-    raise SCFNotConverged(
-        f"expected |ΔE| < {energy_tol:g} Ha, ∫|Δn| < {density_tol:g} and eigen-residual < "
-        f"{residual_tol:g} within max_iter={max_iter} iterations (spin={spin}). Received: "
-        f"|ΔE|={last['energy_change']:.3g}, ∫|Δn|={last['density_residual']:.3g}, "
-        f"residual={last['eigen_residual']:.3g} after {len(records)} iterations",
-        records,
-    )
-
-
-@dataclass
-class _State:
-    # Stacked per-spin eigenpairs, occupations (2, k) and spin densities (2, n, n).
-    eig: Eigenpairs
-    occ: np.ndarray
-    entropy: float
-    density: np.ndarray
-    energies: dict[str, float] = field(default_factory=dict)
+        inner = _next_inner(inner, outer_change, outer_density, tolerances)
+    raise _not_converged(records, tolerances, max_iter, f" (spin={spin})")
 
 
 def _stack(channels: list[Eigenpairs]) -> Eigenpairs:
@@ -223,10 +203,11 @@ def _inner_loop(
     records: list[dict],
 ) -> bool:
     # Density SCF of both channels with fixed nonlocal operators; updates `state`, `records`.
-    energy_tol, density_tol, residual_tol = tolerances
+    # `state` holds stacked per-spin eigenpairs, occupations (2, k), spin densities (2, n, n).
+    residual_tol = tolerances[2]
     n_in = state.density
     e_previous = np.inf
-    best, stalled = np.inf, 0
+    watch = _StallWatch()
     k = state.eig.values.shape[-1]
     for _ in range(max_iter):
         local = functional.local_terms(n_in, grid)
@@ -258,20 +239,10 @@ def _inner_loop(
         records.append(record)
         state.eig, state.occ, state.entropy = eig, occ, entropy
         state.density, state.energies = n_out, energies
-        if (
-            record["energy_change"] < energy_tol
-            and record["density_residual"] < density_tol
-            and record["eigen_residual"] < residual_tol
-        ):
+        if _converged(record, tolerances):
             return True
         e_previous = e_total
-        if record["density_residual"] < best:
-            best, stalled = record["density_residual"], 0
-        else:
-            stalled += 1
-        if stalled >= RESTART_PATIENCE:
-            mixer.reset()
-            best, stalled = record["density_residual"], 0
+        watch.update(record["density_residual"], mixer)
         n_in = _renormalise(mixer(n_in, n_out), spin, grid)
     return False
 
