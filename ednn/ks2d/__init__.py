@@ -29,7 +29,7 @@ True
 """
 
 from ednn.ks2d.energies import density_energies
-from ednn.ks2d.grid import Grid
+from ednn.ks2d.grid import Grid, apply_symmetry
 from ednn.ks2d.hartree import Coulomb, hartree_energy, hartree_potential
 from ednn.ks2d.potentials import (
     harmonic_potential,
@@ -50,6 +50,7 @@ __all__ = [
     "KSFailure",
     "KSResult",
     "SCFNotConverged",
+    "apply_symmetry",
     "density_energies",
     "generate_dataset",
     "harmonic_potential",

@@ -135,3 +135,39 @@ class Grid:
     def kinetic(self, psi: np.ndarray) -> np.ndarray:
         """Apply the kinetic operator ``-½∇²`` (Hartree) to orbital(s) ``(..., n, n)``."""
         return self.ifft(0.5 * self.k2 * self.fft(psi))
+
+
+def apply_symmetry(field: np.ndarray, element: int) -> np.ndarray:
+    """Image of ``field`` under one of the 8 symmetries of the square grid (its point group).
+
+    The grid points ``x_i = -box/2 + i h`` go onto each other under ``x → -x`` as
+    ``i → -i mod n`` (the row ``i = 0`` at ``-box/2`` stays, being its own periodic image),
+    and under ``x ↔ y`` as a transpose. The spectral kinetic energy and derivatives commute
+    with both, so a Kohn–Sham solution maps onto the solution of the mapped potential with
+    the same energies, up to the density on the edge row (the isolated Hartree kernel sees
+    that row at ``-box/2`` on both sides; a density that vanishes at the edges makes it
+    negligible). This is what makes the symmetries exact data augmentations.
+
+    Parameters
+    ----------
+    field : ndarray, shape (..., n, n)
+        Field(s) on the grid, axis -2 being x and axis -1 being y.
+    element : int
+        0 to 7; bit 0 mirrors x, bit 1 mirrors y, bit 2 swaps x and y (applied last).
+
+    Returns
+    -------
+    ndarray, shape (..., n, n)
+    """
+    element = check.integer(element, "element", minimum=0)
+    if element > 7:
+        raise ValueError(f"`element` must be 0 to 7. Received: element={element}")
+    field = np.asarray(field)
+    if field.ndim < 2 or field.shape[-1] != field.shape[-2]:
+        raise ValueError(f"expected a field of shape (..., n, n). Received: {field.shape}")
+    for bit, axis in ((1, -2), (2, -1)):
+        if element & bit:
+            field = np.roll(np.flip(field, axis), 1, axis)
+    if element & 4:
+        field = np.swapaxes(field, -1, -2)
+    return field

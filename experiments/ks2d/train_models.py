@@ -230,19 +230,88 @@ def image(split: dict, key: str, scale: float) -> np.ndarray:
     return x.astype("float32")
 
 
-def budget_callbacks(minutes: float) -> list:
-    """The wall-time budget, learning-rate decay and early stopping every model trains with."""
-    return [
-        TimeBudget(60 * minutes),
-        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=8, min_lr=1e-5),
-        keras.callbacks.EarlyStopping(patience=25, restore_best_weights=True),
-    ]
+class Schedule:
+    """How a model trains: wall-time budget, epochs, learning rate, batch, augmentation.
+
+    Without ``epochs`` the learning rate halves on a validation plateau and training stops
+    early (patience 25) or at the budget; with ``epochs`` it follows a cosine decay to 1 %
+    over that many epochs (the budget still caps it). Either way the weights of the best
+    validation loss are kept. ``augment`` applies a random symmetry of the square grid
+    (:func:`ednn.ks2d.grid.apply_symmetry`, 8 elements) to every training image each time
+    it is drawn; the energies are invariant under them (tested to 1e-9 Ha).
+    """
+
+    def __init__(self, minutes, epochs=None, lr=1e-3, batch_size=16, augment=False, seed=0):
+        self.minutes = minutes
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.augment = augment
+        self.seed = seed
+
+    def optimizer(self, n_train: int) -> keras.optimizers.Optimizer:
+        if self.epochs is None:
+            return keras.optimizers.Adam(self.lr)
+        steps = self.epochs * -(-n_train // self.batch_size)
+        decay = keras.optimizers.schedules.CosineDecay(self.lr, steps, alpha=0.01)
+        return keras.optimizers.Adam(decay)
+
+    def callbacks(self) -> list:
+        if self.epochs is None:
+            return [
+                TimeBudget(60 * self.minutes),
+                keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=8, min_lr=1e-5),
+                keras.callbacks.EarlyStopping(patience=25, restore_best_weights=True),
+            ]
+        return [
+            TimeBudget(60 * self.minutes),
+            keras.callbacks.EarlyStopping(patience=self.epochs, restore_best_weights=True),
+        ]
+
+    def fit(self, model, x, y, validation_data, callbacks=()) -> keras.callbacks.History:
+        """``model.fit`` on ``(x, y)`` (arrays or tuples of arrays) with this schedule."""
+        data = tf.data.Dataset.from_tensor_slices((x, y))
+        n_train = int(data.cardinality())
+        data = data.shuffle(n_train, seed=self.seed, reshuffle_each_iteration=True)
+        if self.augment:
+            data = data.map(_random_symmetry(self.seed))
+        return model.fit(
+            data.batch(self.batch_size),
+            validation_data=validation_data,
+            epochs=self.epochs or 10_000,
+            verbose=0,
+            callbacks=[*self.callbacks(), *callbacks],
+        )
+
+
+def _random_symmetry(seed: int):
+    """A ``tf.data`` map applying one random grid symmetry to every image of an element.
+
+    Images are the rank-3 tensors ``(n, n, channels)``; scalars (electron counts) and
+    energies pass through. Same operations as :func:`ednn.ks2d.grid.apply_symmetry`.
+    """
+    rng = tf.random.Generator.from_seed(seed)
+
+    def transform(image, bits):
+        for bit, axis in ((0, 0), (1, 1)):
+            mirrored = tf.roll(tf.reverse(image, [axis]), 1, axis)
+            image = tf.where(bits[bit], mirrored, image)
+        return tf.where(bits[2], tf.transpose(image, [1, 0, 2]), image)
+
+    def apply(x, y):
+        bits = rng.uniform([3]) < 0.5
+        (x, y) = tf.nest.map_structure(
+            lambda t: transform(t, bits) if t.shape.rank == 3 else t, (x, y)
+        )
+        return x, y
+
+    return apply
 
 
 def train_energy_model(
-    splits, key, scale, focus, context, minutes, seed, name=None, provenance=None
+    splits, key, scale, focus, context, schedule, name=None, provenance=None
 ) -> tuple:
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
     (y_train, y_val) = (energies(splits[s]) for s in ("train", "val"))
     n_tiles = (x_train.shape[1] // focus) * (x_train.shape[2] // focus)
@@ -272,24 +341,14 @@ def train_energy_model(
     def loss(y_true, y_pred):
         return keras.ops.mean(keras.ops.abs((y_pred - y_true) * weights))
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-    history = model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=10_000,
-        batch_size=16,
-        verbose=0,
-        callbacks=[
-            *budget_callbacks(minutes),
-        ],
-    )
+    model.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
+    history = schedule.fit(model, x_train, y_train, validation_data=(x_val, y_val))
     predicted = np.asarray(model.predict(x_test, batch_size=32, verbose=0), np.float64)
     return model, predicted, len(history.epoch)
 
 
-def train_dcign(splits, pixel_area, focus, context, minutes, seed, logdir) -> tuple:
-    keras.utils.set_random_seed(seed)
+def train_dcign(splits, pixel_area, focus, context, schedule, logdir) -> tuple:
+    keras.utils.set_random_seed(schedule.seed)
 
     def xy(split):
         v = split["v_ext"][..., None].astype("float32")
@@ -306,17 +365,16 @@ def train_dcign(splits, pixel_area, focus, context, minutes, seed, logdir) -> tu
         name="dcign",
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3), loss="mae", metrics=[IntegratedDensityError()]
+        optimizer=schedule.optimizer(len(train[1])),
+        loss="mae",
+        metrics=[IntegratedDensityError()],
     )
-    history = model.fit(
+    history = schedule.fit(
+        model,
         train[0],
         train[1],
         validation_data=val,
-        epochs=10_000,
-        batch_size=16,
-        verbose=0,
         callbacks=[
-            *budget_callbacks(minutes),
             keras.callbacks.TensorBoard(str(logdir), write_graph=False),
             DensityImages(logdir / "images", tuple(x[:4] for x in val[0]), val[1][:4], every=2),
         ],
@@ -461,6 +519,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--context", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="train each model this many epochs on a cosine learning-rate decay "
+        "(--minutes still caps it); default: plateau decay and early stopping",
+    )
+    parser.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="random square-grid symmetry (8 elements) of every training image",
+    )
+    parser.add_argument(
         "--transfer-targets",
         type=Path,
         default=None,
@@ -486,6 +558,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--only transfer needs --transfer-targets DIR")
     args.out.mkdir(parents=True, exist_ok=True)
     (splits, config, pixel_area) = load_splits(args.data)
+    schedule = Schedule(
+        args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed
+    )
     test = splits["test"]
     truths = energies(test).astype(np.float64)
     scales = {"density": N_SCALE, "v_ext": V_SCALE}
@@ -499,6 +574,13 @@ def main(argv: list[str] | None = None) -> dict:
         "grid": config["grid"]["n"],
         "sizes": "/".join(str(len(splits[s]["id"])) for s in ("train", "val", "test")),
         "minutes_per_model": args.minutes,
+        "schedule": {
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "augment": args.augment,
+            "seed": args.seed,
+        },
         "focus": args.focus,
         "context": args.context,
         "energy_mae_mHa": {},
@@ -546,7 +628,7 @@ def main(argv: list[str] | None = None) -> dict:
             if model_id == "transfer":
                 provenance = {"density_data": str(args.data), "targets": str(args.transfer_targets)}
             (model, predicted, epochs) = train_energy_model(
-                data, key, scales[key], args.focus, args.context, args.minutes, args.seed,
+                data, key, scales[key], args.focus, args.context, schedule,
                 name=f"ednn_{model_id}", provenance=provenance,
             )  # fmt: skip
             model.save(path)
@@ -570,7 +652,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "dcign" in args.only:
         logdir = args.out / "tensorboard" / (f"{args.name}_dcign" if args.name else "dcign")
         (model, density_pred, epochs) = train_dcign(
-            splits, pixel_area, args.focus, args.context, args.minutes, args.seed, logdir
+            splits, pixel_area, args.focus, args.context, schedule, logdir
         )
         model.save(path)
     else:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ednn.ks2d.grid import Grid
+from ednn.ks2d import harmonic_potential, solve
+from ednn.ks2d.grid import Grid, apply_symmetry
 
 
 def test_spacing_and_coordinates_are_centred_on_the_origin():
@@ -45,3 +46,42 @@ def test_kinetic_operator_batches_over_leading_axes():
 def test_bad_grid_arguments_are_rejected(n, box, error):
     with pytest.raises(error, match="Received"):
         Grid(n, box)
+
+
+def test_symmetry_images_form_the_square_group():
+    field = np.random.default_rng(0).random((3, 8, 8))
+    images = [apply_symmetry(field, e) for e in range(8)]
+    np.testing.assert_array_equal(images[0], field)
+    # Eight distinct images; each mirror is its own inverse; two transposes are the identity.
+    assert len({image.tobytes() for image in images}) == 8
+    for e in (1, 2, 3, 4):
+        np.testing.assert_array_equal(apply_symmetry(images[e], e), field)
+    # x -> -x keeps the grid: the point at -box/2 + i h goes to -box/2 + (n - i) h.
+    grid = Grid(8, 4.0)
+    x, _ = grid.coordinates()
+    mirrored = apply_symmetry(x, 1)
+    np.testing.assert_allclose(mirrored[1:], -x[1:])
+    np.testing.assert_array_equal(mirrored[0], x[0])
+
+
+@pytest.mark.parametrize("functional", ["lda", "hybrid"])
+def test_solver_commutes_with_grid_symmetries(functional):
+    grid = Grid(32, 20.0)
+    v_ext = harmonic_potential(grid, (0.6, 0.9), (1.3, -0.8))
+    reference = solve(v_ext, 4, grid, functional)
+    for element in (1, 6):
+        mapped = solve(apply_symmetry(v_ext, element), 4, grid, functional)
+        assert abs(mapped.e_total - reference.e_total) < 1e-9
+        np.testing.assert_allclose(mapped.eigenvalues, reference.eigenvalues, atol=1e-8)
+        np.testing.assert_allclose(
+            mapped.density, apply_symmetry(reference.density, element), atol=1e-8
+        )
+
+
+@pytest.mark.parametrize(
+    ("field", "element", "match"),
+    [(np.zeros((4, 6)), 0, "shape"), (np.zeros((4, 4)), 8, "0 to 7"), (np.zeros(4), 1, "shape")],
+)
+def test_apply_symmetry_rejects_bad_input(field, element, match):
+    with pytest.raises(ValueError, match=match):
+        apply_symmetry(field, element)
