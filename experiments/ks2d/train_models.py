@@ -437,6 +437,11 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
     plt.close(fig)
 
 
+def tiles(model) -> str:
+    """A model's tiling, ``"focus+2x context"`` in pixels."""
+    return f"{model.focus[0]}+2x{model.context[0]}"
+
+
 def markdown(result: dict) -> str:
     functional = result["functional"]
     if result.get("functional_label"):
@@ -446,24 +451,27 @@ def markdown(result: dict) -> str:
         f"{result['grid']}² grid, functional {functional}, "
         f"potential {result.get('potential', '?')}. Test-set MAE in mHa.",
         "",
-        "| input | " + " | ".join(LABELS) + " | epochs |",
-        "|---" * (len(LABELS) + 2) + "|",
+        "| input | " + " | ".join(LABELS) + " | epochs | tiles (px) |",
+        "|---" * (len(LABELS) + 3) + "|",
     ]
     labels = result.get("labels", {})
     for kind, row in result["energy_mae_mHa"].items():
         cells = " | ".join(f"{row[t]:.1f}" for t in TARGETS)
-        lines.append(f"| {labels.get(kind, kind)} | {cells} | {result['epochs'][kind]} |")
+        lines.append(
+            f"| {labels.get(kind, kind)} | {cells} | {result['epochs'][kind]} "
+            f"| {result['tiles'][kind]} |"
+        )
     lines.append(
         "| predict the mean | "
         + " | ".join(f"{result['baseline_mae_mHa'][t]:.1f}" for t in TARGETS)
-        + " | – |"
+        + " | – | – |"
     )
     transfer = result.get("transfer")
     if transfer:
         lines.append(
             f"| predict the mean ({transfer['target_functional']} targets) | "
             + " | ".join(f"{transfer['baseline_mae_mHa'][t]:.1f}" for t in TARGETS)
-            + " | – |"
+            + " | – | – |"
         )
         paired = "/".join(str(transfer["paired"][s]) for s in ("train", "val", "test"))
         v_difference = transfer["max_abs_v_ext_difference_Ha"]
@@ -487,6 +495,7 @@ def markdown(result: dict) -> str:
         f"| ∫\\|Δn\\| d²r / N | {d['integrated']:.4f} |",
         f"| ∫\\|Δn\\| d²r / N, worst test sample | {d['integrated_max']:.4f} |",
         f"| epochs | {result['epochs']['dcign']} |",
+        f"| tiles (px) | {result['tiles']['dcign']} |",
     ]
     e = result.get("density_energies")
     if e:
@@ -581,10 +590,9 @@ def main(argv: list[str] | None = None) -> dict:
             "augment": args.augment,
             "seed": args.seed,
         },
-        "focus": args.focus,
-        "context": args.context,
         "energy_mae_mHa": {},
         "epochs": {},
+        "tiles": {},
         "labels": {"density": "density", "v_ext": "v_ext"},
         "baseline_mae_mHa": {
             t: float(1000 * np.abs(truths[:, i] - energies(splits["train"])[:, i].mean()).mean())
@@ -643,6 +651,7 @@ def main(argv: list[str] | None = None) -> dict:
             for i, t in enumerate(TARGETS)
         }
         result["epochs"][model_id] = epochs
+        result["tiles"][model_id] = tiles(model)
         label = result["labels"][model_id]
         parity_rows[label] = (true, predicted, data["test"]["n_electrons"])
         print(f"{model_id}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
@@ -666,6 +675,7 @@ def main(argv: list[str] | None = None) -> dict:
         "integrated_max": float(errors["integrated_per_image"].max()),
     }
     result["epochs"]["dcign"] = epochs
+    result["tiles"]["dcign"] = tiles(model)
     result["density_energies"] = density_energy_errors(test, density_pred[..., 0], config)
     print(f"dcign: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
