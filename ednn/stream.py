@@ -1,8 +1,8 @@
 """Streaming evaluation of giant sheets: O(N) time, memory bounded by one band.
 
 :func:`evaluate_sheet` never holds the whole image or all tiles.  The grid of focus regions
-is cut into *bands* (``band_rows`` rows of focus regions along y, the full width unless the
-sheet is extremely wide); each band is rasterized together with its context halo straight
+is cut into *bands* (square-ish blocks of about ``regions_per_band`` focus regions, or
+``band_rows`` rows of them along y); each band is rasterized together with its context halo straight
 from the atoms near it, evaluated (fused, :mod:`ednn.fused`, when the tile network allows
 it, else tile by tile in batches), and its energy is added in float64.  Work is linear in
 the number of atoms; memory is that of one band plus the structure's own arrays (sorted by
@@ -48,8 +48,9 @@ __all__ = [
     "model_raster_spec",
 ]
 
-#: Focus regions evaluated in one network call by default (fused path): a band of
-#: 4096 regions of 16x16 pixels is ~1.2 M pixels with its halo, ~0.1-0.3 GB of activations.
+#: Focus regions evaluated in one network call by default (fused path): a square-ish band
+#: of 8192 regions of 16x16 pixels is ~2.3 M pixels with its halo (context 32 px), ~55 MB
+#: of 6-channel image and ~0.1-0.3 GB of activations.
 DEFAULT_REGIONS_PER_BAND = 8192
 #: Tiles per tile-network call on the (unfused) tile path by default.
 DEFAULT_TILE_BATCH = 256
@@ -387,14 +388,29 @@ class _BandNetwork:
 
 
 def _band_plan(grid, band_rows, regions_per_band):
+    """Bands ``((r0, r1), (q0, q1))`` of focus regions that cover the grid once.
+
+    With ``band_rows`` given: that many rows, split along x into at most
+    ``regions_per_band`` columns. Else about ``regions_per_band`` regions per band in a
+    square-ish block (a narrow or short sheet gives a long band), cut into equal parts: a
+    band of ``R x Q`` regions is rendered and evaluated with a context halo of ``2c`` pixels
+    along each axis, so the work per focus pixel is ``(Rf + 2c)(Qf + 2c) / (RQf^2)``, least
+    for a square. (Full-width bands of a 10^7-atom sheet were 3 regions tall: 2.3x the work.)
+    """
     (n_h, n_w) = grid
-    width = min(n_w, regions_per_band)
-    if band_rows is None:
-        band_rows = max(1, regions_per_band // width)
-    band_rows = min(check_positive_int(band_rows, "band_rows"), n_h)
+    regions = regions_per_band
+    if band_rows is not None:
+        rows = min(check_positive_int(band_rows, "band_rows"), n_h)
+        width = min(n_w, regions)
+    else:
+        width = min(n_w, max(math.isqrt(regions), regions // n_h, 1))
+        rows = min(n_h, max(1, regions // width))
+        # Equal parts: n bands of ceil(n / parts) rather than full ones and a thin remainder.
+        rows = -(-n_h // -(-n_h // rows))
+        width = -(-n_w // -(-n_w // width))
     return [
-        ((r, min(r + band_rows, n_h)), (q, min(q + width, n_w)))
-        for r in range(0, n_h, band_rows)
+        ((r, min(r + rows, n_h)), (q, min(q + width, n_w)))
+        for r in range(0, n_h, rows)
         for q in range(0, n_w, width)
     ]
 
@@ -509,8 +525,9 @@ def evaluate_sheet(
     evaluation : {None, "tiles", "fused"}, optional
         Override the model's choice (None: fused when ``model.fused_network`` exists).
     regions_per_band : int, optional
-        Focus regions per band when ``band_rows`` is not given (default 4096); bands wider
-        than this are also split along x.
+        Focus regions per band (default 8192), in a square-ish block when ``band_rows`` is
+        not given (the context halo then costs least); with ``band_rows``, bands wider than
+        this are split along x.
     prefetch : bool, default True
         Rasterize the next band in a background thread while the network evaluates the
         current one (two bands in memory).
@@ -522,7 +539,8 @@ def evaluate_sheet(
 
     Notes
     -----
-    Memory: one band's image with its halo (``(band_rows f + 2c) x (W + 2c) x C`` float32)
+    Memory: one band's image with its halo (``(R f + 2c) x (Q f + 2c) x C`` float32 for a
+    band of ``R x Q`` regions)
     and the network's activations on it, plus the atoms' positions sorted by y and their
     local heights (~50 bytes per atom).  With the defaults this stays well under 1 GB plus
     the structure.  Time is linear in the number of atoms.  The network runs on a GPU when

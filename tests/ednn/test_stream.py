@@ -166,3 +166,32 @@ def test_stretch_channels_stream_like_the_whole_image(rippled_sheet):
     assert_relative(evaluate_sheet(model, sheet, band_rows=3).energy_eV, energy)
     repeated = evaluate_repeat(model, sheet, 2, 3, band_rows=2)
     assert_relative(repeated.energy_eV, evaluate_sheet(model, sheet.repeat((2, 3, 1))).energy_eV)
+
+
+@pytest.mark.parametrize(
+    ("grid", "regions"), [((11, 9), 8192), ((50, 2000), 8192), ((3000, 40), 8192), ((7, 5), 4)]
+)
+def test_default_bands_are_square_ish_and_cover_the_grid_once(grid, regions):
+    from ednn.stream import _band_plan
+
+    bands = _band_plan(grid, None, regions)
+    covered = np.zeros(grid, dtype=int)
+    for (r0, r1), (q0, q1) in bands:
+        covered[r0:r1, q0:q1] += 1
+        assert (r1 - r0) * (q1 - q0) <= max(regions, 1) or len(bands) == 1
+    np.testing.assert_array_equal(covered, 1)
+    # A band is a full row or column of the grid, or at least as tall as wide / 2 and v.v.
+    (r0, r1), (q0, q1) = bands[0]
+    (rows, cols) = (r1 - r0, q1 - q0)
+    assert cols == grid[1] or rows == grid[0] or 0.5 <= rows / cols <= 2.0
+    # Work with the halo (focus 16, context 32 px) against the old full-width plan.
+    if grid == (50, 2000):
+        assert (rows, cols) == (50, 154)
+
+
+def test_wide_sheet_in_square_bands_equals_in_memory_evaluation(fused_model, rippled_sheet):
+    energy, tile_map = in_memory(fused_model, rippled_sheet)
+    result = evaluate_sheet(fused_model, rippled_sheet, regions_per_band=16, return_map=True)
+    assert result.timings["n_bands"] == 9  # 11 x 9 regions in bands of 4 x 3
+    assert_relative(result.energy_eV, energy)
+    assert_relative(result.per_region_map, tile_map)
