@@ -309,6 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds per point; a point projected to take longer is skipped",
     )
     parser.add_argument("--fit-from", type=int, default=10_000)
+    parser.add_argument(
+        "--conditions",
+        default="2 CPU cores shared with background jobs",
+        help="how busy the machine was, for the JSON's note",
+    )
     parser.add_argument("--extensivity", type=int, nargs="*", default=[1, 2, 4, 8, 16])
     parser.add_argument("--output", default=str(RESULTS / "giant_sheet_benchmark.json"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -330,9 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     previous = json.loads(output.read_text()) if args.update and output.exists() else {}
     result: dict = {
         "description": "wall time and peak RSS per single-point evaluation of rippled graphene",
-        "note": "2 CPU cores shared with a background data-generation job; tblite single "
-        "thread; EDNN random weights unless `model` is set; peak RSS is VmHWM reset after "
-        "the sheet was built (process baseline included, see baseline_rss_mb)",
+        "note": f"{args.conditions}; tblite single thread; EDNN random weights unless `model` "
+        "is set; peak RSS is VmHWM reset after the sheet was built (process baseline "
+        "included, see baseline_rss_mb)",
         "model": args.model or "DEFAULT_ARCHITECTURE, random weights",
         "machine": {
             "cpu_count": os.cpu_count(),

@@ -412,6 +412,8 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
     fig.savefig(output_path(out, name, "energies_parity.png"), dpi=110)
     plt.close(fig)
 
+    if density_pred is None:
+        return
     picks = range(min(4, len(test["density"])))
     (fig, axes) = plt.subplots(len(picks), 4, figsize=(13, 3.2 * len(picks)), squeeze=False)
     for row, i in enumerate(picks):
@@ -486,7 +488,9 @@ def markdown(result: dict) -> str:
             f"`{transfer['targets']}` for the same sample ids; {paired} pairs "
             f"(train/val/test), {v_check}.",
         ]
-    d = result["density"]
+    d = result.get("density")
+    if d is None:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "| DCIGN potential → density | value |",
@@ -600,9 +604,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     previous = {}
-    if any(m not in args.only for m in models):
-        previous = json.loads(output_path(args.out, args.name, "train_models.json").read_text())
-        previous = previous["epochs"]
+    previous_path = output_path(args.out, args.name, "train_models.json")
+    if any(m not in args.only for m in models) and previous_path.exists():
+        previous = json.loads(previous_path.read_text())["epochs"]
 
     # Energy models: (key in the splits, model id, splits to train on, row label).
     energy_runs = [("density", "density", splits), ("v_ext", "v_ext", splits)]
@@ -631,6 +635,9 @@ def main(argv: list[str] | None = None) -> dict:
             filename = "ednn_energies_from_density_transfer.keras"
         path = output_path(args.out, args.name, filename)
         start = time.perf_counter()
+        if model_id not in args.only and not path.exists():
+            print(f"{model_id}: not trained yet ({path} missing), left out")
+            continue
         if model_id in args.only:
             provenance = {}
             if model_id == "transfer":
@@ -644,7 +651,7 @@ def main(argv: list[str] | None = None) -> dict:
             model = keras.saving.load_model(path, compile=False)
             x_test = image(data["test"], key, scales[key])
             predicted = model.predict(x_test, batch_size=32, verbose=0)
-            (predicted, epochs) = (np.asarray(predicted, np.float64), previous[model_id])
+            (predicted, epochs) = (np.asarray(predicted, np.float64), previous.get(model_id))
         true = energies(data["test"]).astype(np.float64)
         result["energy_mae_mHa"][model_id] = {
             t: float(1000 * np.abs(predicted[:, i] - true[:, i]).mean())
@@ -658,7 +665,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     path = output_path(args.out, args.name, "dcign_density_from_v_ext.keras")
-    if "dcign" in args.only:
+    density_pred = None
+    if "dcign" not in args.only and not path.exists():
+        print(f"dcign: not trained yet ({path} missing), left out")
+    elif "dcign" in args.only:
         logdir = args.out / "tensorboard" / (f"{args.name}_dcign" if args.name else "dcign")
         (model, density_pred, epochs) = train_dcign(
             splits, pixel_area, args.focus, args.context, schedule, logdir
@@ -667,17 +677,21 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model = keras.saving.load_model(path, compile=False)
         inputs = (test["v_ext"][..., None].astype("float32"), test["n_electrons"].astype("float32"))
-        (density_pred, epochs) = (np.asarray(model.predict(inputs, verbose=0)), previous["dcign"])
-    errors = density_errors(test["density"], density_pred)
-    result["density"] = {
-        "mae": errors["mae"],
-        "integrated": errors["integrated"],
-        "integrated_max": float(errors["integrated_per_image"].max()),
-    }
-    result["epochs"]["dcign"] = epochs
-    result["tiles"]["dcign"] = tiles(model)
-    result["density_energies"] = density_energy_errors(test, density_pred[..., 0], config)
-    print(f"dcign: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
+        (density_pred, epochs) = (
+            np.asarray(model.predict(inputs, verbose=0)),
+            previous.get("dcign"),
+        )
+    if density_pred is not None:
+        errors = density_errors(test["density"], density_pred)
+        result["density"] = {
+            "mae": errors["mae"],
+            "integrated": errors["integrated"],
+            "integrated_max": float(errors["integrated_per_image"].max()),
+        }
+        result["epochs"]["dcign"] = epochs
+        result["tiles"]["dcign"] = tiles(model)
+        result["density_energies"] = density_energy_errors(test, density_pred[..., 0], config)
+        print(f"dcign: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
     output_path(args.out, args.name, "train_models.json").write_text(
         json.dumps(result, indent=1) + "\n"
