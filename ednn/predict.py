@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ednn.raster import SPACING_TOLERANCE, RasterSpec, commensurate_sheet, rasterize
+from ednn.raster import SPACING_TOLERANCE, RasterSpec, commensurate_sheet
 from ednn.structio import StructureFileError, read_frames
 
-#: Above this many atoms ``ednn energy`` evaluates band by band in bounded memory.
+#: Above this many atoms (in the evaluated cell) ``ednn energy`` shows a progress bar over
+#: the bands. Every structure is evaluated band by band, in bounded memory.
 STREAM_THRESHOLD = 50_000
 
 
@@ -134,27 +135,30 @@ class Predictor:
         atoms : ase.Atoms
             Periodic sheet (any supported cell) or flake; positions in Å.
         tile_map : bool
-            Also return the per-focus-region energy map (evaluates in memory).
+            Also return the per-focus-region energy map (eV per region).
         progress : bool
-            Show a progress bar over bands for large sheets.
+            Show a progress bar over bands for large sheets (more than
+            ``STREAM_THRESHOLD`` atoms in the evaluated cell).
         backend : ednn.distributed backend, optional
             Splits the bands of a large sheet across processes (``horovodrun``).
         """
         self.check_species(atoms)
         sheet, multiplicity = self.evaluation_cell(atoms)
-        if len(sheet) > STREAM_THRESHOLD and not tile_map:
-            from ednn.stream import evaluate_sheet
+        # One path for every size: the streaming evaluation runs the network as a traced
+        # function (faster than an eager model call even for one band), band by band.
+        from ednn.stream import evaluate_sheet
 
-            result = evaluate_sheet(self.model, sheet, progress=progress, backend=backend)
-            network = float(result.energy_eV)
-            energy_map = None
-        else:
-            image = rasterize(sheet, self.spec)
-            maps = np.asarray(self.model.tile_outputs(image[None]), dtype=np.float64)[0]
-            energy_map = maps[..., 0]
-            network = float(energy_map.sum())
+        result = evaluate_sheet(
+            self.model,
+            sheet,
+            progress=progress and len(sheet) > STREAM_THRESHOLD,
+            backend=backend,
+            return_map=tile_map,
+        )
+        network = float(result.energy_eV)
+        energy_map = None if result.per_region_map is None else result.per_region_map[..., 0]
         energy = network / multiplicity + self.reference_energy(atoms)
-        return Prediction(energy, len(atoms), energy_map if tile_map else None, multiplicity)
+        return Prediction(energy, len(atoms), energy_map, multiplicity)
 
 
 def _map_png(tile_map: np.ndarray, path: str, title: str) -> None:

@@ -91,6 +91,22 @@ def test_periodic_supercell_is_extensive(model_path):
     assert double.energy == pytest.approx(4 * single.energy, rel=1e-5)
 
 
+def test_prediction_equals_the_model_called_on_the_whole_image(model_path):
+    # Predictor goes band by band through a traced network; the model called eagerly on
+    # the in-memory image of the same cell must give the same map and energy.
+    from ednn.raster import rasterize
+
+    predictor = predict.Predictor(predict.load_model(model_path))
+    atoms, _ = build_sheet(np.random.default_rng(3), "hetero", 5, 3, pattern="stripes")
+    result = predictor.predict(atoms, tile_map=True)
+    sheet, multiplicity = predictor.evaluation_cell(atoms)
+    image = rasterize(sheet, predictor.spec)[None]
+    expected = np.asarray(predictor.model.tile_outputs(image), np.float64)[0, ..., 0]
+    np.testing.assert_allclose(result.tile_map, expected, rtol=1e-5, atol=1e-6)
+    network = expected.sum() / multiplicity
+    assert result.energy == pytest.approx(network + predictor.reference_energy(atoms), rel=1e-6)
+
+
 def test_hexagonal_cell_gives_same_energy_per_atom_as_rectangular(model_path):
     predictor = predict.Predictor(predict.load_model(model_path))
     hexagonal = graphene(vacuum=15.0) * (5, 5, 1)
