@@ -434,31 +434,38 @@ def _gaussian_1d(
 
 def _fold_axis(
     patch: np.ndarray, start: int, axis: int, n_out: int, period: int | None
-) -> tuple[np.ndarray, slice | np.ndarray]:
+) -> list[tuple[np.ndarray, slice]]:
     """Map a patch axis starting at window index ``start`` onto the window.
 
-    Returns the patch restricted to pixels inside the window (summed over periodic images if
-    it is longer than the period) and the window indices as a slice or an index array.
+    Returns ``(piece, window slice)`` pairs: the parts of the patch (summed over periodic
+    images if it is longer than the period) that fall inside the window, each on a
+    contiguous run of window indices (a periodic wrap gives two runs), as views where no
+    folding was needed, so that adding them needs no fancy indexing.
     """
     length = patch.shape[axis]
     if period is not None and length > period:
-        n_blocks = -(-length // period)
-        pad = [(0, 0)] * patch.ndim
-        pad[axis] = (0, n_blocks * period - length)
-        patch = np.pad(patch, pad)
-        shape = (*patch.shape[:axis], n_blocks, period, *patch.shape[axis + 1 :])
-        patch = patch.reshape(shape).sum(axis=axis)
+        # Add each further period-long piece onto the first (no padded copy).
+        pieces = np.moveaxis(patch, axis, 0)
+        folded = pieces[:period].copy()
+        for begin in range(period, length, period):
+            piece = pieces[begin : begin + period]
+            folded[: len(piece)] += piece
+        patch = np.moveaxis(folded, 0, axis)
         length = period
     index = start + np.arange(length)
     if period is not None:
         index = np.mod(index, period)
-    inside = (index >= 0) & (index < n_out)
-    if not inside.all():
-        patch = np.compress(inside, patch, axis=axis)
-        index = index[inside]
-    if len(index) and index[-1] - index[0] == len(index) - 1 and np.all(np.diff(index) == 1):
-        return patch, slice(int(index[0]), int(index[-1]) + 1)
-    return patch, index
+    breaks = (np.flatnonzero(np.diff(index) != 1) + 1).tolist()
+    runs = []
+    for a, b in zip([0, *breaks], [*breaks, length], strict=True):
+        (low, high) = (max(int(index[a]), 0), min(int(index[b - 1]) + 1, n_out))
+        if high <= low:
+            continue
+        first = a + low - int(index[a])
+        where = [slice(None)] * patch.ndim
+        where[axis] = slice(first, first + high - low)
+        runs.append((patch[tuple(where)], slice(low, high)))
+    return runs
 
 
 def _add_patch(
@@ -467,14 +474,9 @@ def _add_patch(
     start: tuple[int, int],
     periods: tuple[int | None, int | None],
 ) -> None:
-    patch, rows = _fold_axis(patch, start[0], 0, out.shape[0], periods[0])
-    patch, cols = _fold_axis(patch, start[1], 1, out.shape[1], periods[1])
-    if patch.size == 0:
-        return
-    if isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray):
-        out[np.ix_(rows, cols)] += patch
-    else:
-        out[rows, cols] += patch
+    for row_piece, rows in _fold_axis(patch, start[0], 0, out.shape[0], periods[0]):
+        for piece, cols in _fold_axis(row_piece, start[1], 1, out.shape[1], periods[1]):
+            out[rows, cols] += piece
 
 
 #: Pixels x channels of one float64 patch buffer (8 MiB): small enough to stay in cache.

@@ -412,3 +412,26 @@ def test_spacing_channels_are_zero_for_a_flake() -> None:
     flake.pbc = False
     image = rasterize(flake, RasterSpec(spacing=0.25, spacing_channels=True))
     np.testing.assert_allclose(image[..., -2:], 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_add_patch_equals_wrapped_index_add(seed) -> None:
+    # Patches longer than the period, crossing the wrap, or partly outside the window.
+    rng = np.random.default_rng(seed)
+    out_shape = tuple(int(n) for n in rng.integers(3, 12, size=2))
+    periods = tuple(
+        None if rng.random() < 0.3 else int(n + rng.integers(0, 4)) for n in out_shape
+    )
+    patch = rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)), 2))
+    start = tuple(int(s) for s in rng.integers(-15, 15, size=2))
+    out = rng.random((*out_shape, 2)).astype(np.float32)
+    expected = out.astype(np.float64)
+    for i in range(patch.shape[0]):
+        for j in range(patch.shape[1]):
+            (r, c) = (start[0] + i, start[1] + j)
+            r = r % periods[0] if periods[0] else r
+            c = c % periods[1] if periods[1] else c
+            if 0 <= r < out_shape[0] and 0 <= c < out_shape[1]:
+                expected[r, c] += patch[i, j]
+    raster._add_patch(out, patch, start, periods)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
