@@ -419,9 +419,7 @@ def test_add_patch_equals_wrapped_index_add(seed) -> None:
     # Patches longer than the period, crossing the wrap, or partly outside the window.
     rng = np.random.default_rng(seed)
     out_shape = tuple(int(n) for n in rng.integers(3, 12, size=2))
-    periods = tuple(
-        None if rng.random() < 0.3 else int(n + rng.integers(0, 4)) for n in out_shape
-    )
+    periods = tuple(None if rng.random() < 0.3 else int(n + rng.integers(0, 4)) for n in out_shape)
     patch = rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)), 2))
     start = tuple(int(s) for s in rng.integers(-15, 15, size=2))
     out = rng.random((*out_shape, 2)).astype(np.float32)
