@@ -244,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-atoms", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", nargs="+", default=None, help="candidate names to run")
+    parser.add_argument(
+        "--conditions",
+        default="2 CPU cores shared with background jobs: absolute numbers are pessimistic",
+        help="how busy the machine was, for the JSON's note",
+    )
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     candidates = [c for c in CANDIDATES if args.only is None or c["name"] in args.only]
@@ -275,8 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "description": "fused giant-sheet evaluation speed of candidate architectures, "
         "rippled graphene, random weights, evaluate_sheet end to end (one process)",
-        "note": "2 CPU cores shared with a background data-generation job: absolute numbers "
-        "are pessimistic and noisy; compare within one run",
+        "note": f"{args.conditions}; compare within one run",
         "machine": {
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
