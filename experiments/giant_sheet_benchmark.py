@@ -288,6 +288,13 @@ def write_json_atomically(data: object, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-atoms", type=float, default=1e6)
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: int(float(text)),
+        nargs="+",
+        default=None,
+        help="atom counts to run instead of the 10^2..10^8 ladder, e.g. 3.52e7",
+    )
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument(
         "--update",
@@ -351,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         result["extensivity"] = previous["extensivity"]
     for method in args.methods:
         rows = []
-        for n_atoms in SIZES:
+        for n_atoms in args.sizes or SIZES:
             if n_atoms > min(args.max_atoms, limits.get(method, math.inf)):
                 break
             projected = _projected_seconds(rows, n_atoms)
