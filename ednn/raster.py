@@ -325,6 +325,7 @@ def local_heights(
     box: Sequence[float] | None = None,
     z_period: float | None = None,
     chunk_size: int = 100_000,
+    targets: np.ndarray | None = None,
 ) -> np.ndarray:
     """Out-of-plane displacement of each atom from its in-plane neighbourhood.
 
@@ -347,10 +348,14 @@ def local_heights(
         so a sheet wrapped across the z boundary is handled.
     chunk_size : int, default 100000
         Atoms per neighbour query.
+    targets : numpy.ndarray of int, optional
+        Indices of the atoms whose ``dz`` is wanted (default: all).  The others only serve
+        as neighbours, so a part of a sheet gets the same ``dz`` as in the whole sheet when
+        ``positions`` holds every atom within ``radius`` of the targets.
 
     Returns
     -------
-    numpy.ndarray, float64, shape (n_atoms,)
+    numpy.ndarray, float64, shape (n_atoms,) or (len(targets),)
         ``dz`` in Å.
 
     Example
@@ -362,7 +367,11 @@ def local_heights(
     positions = np.asarray(positions, dtype=np.float64)
     radius = check_positive(radius, "radius", "Å")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    n_atoms = len(positions)
+    if targets is None:
+        targets = np.arange(len(positions))
+    else:
+        targets = np.asarray(targets, dtype=np.int64)
+    n_out = len(targets)
     xy, z = positions[:, :2], positions[:, 2]
     if box is not None:
         lengths = np.array([float(box[0]), float(box[1])])
@@ -385,12 +394,14 @@ def local_heights(
     else:
         boxsize = None
     tree = cKDTree(xy, boxsize=boxsize)
-    dz = np.empty(n_atoms)
-    for start in range(0, n_atoms, chunk_size):
-        stop = min(start + chunk_size, n_atoms)
-        queries = cKDTree(xy[start:stop], boxsize=boxsize)
+    dz = np.empty(n_out)
+    # Replicated copies come after the originals, so `targets` still index the originals.
+    for start in range(0, n_out, chunk_size):
+        stop = min(start + chunk_size, n_out)
+        chunk = targets[start:stop]
+        queries = cKDTree(xy[chunk], boxsize=boxsize)
         pairs = queries.sparse_distance_matrix(tree, radius, output_type="ndarray")
-        diff = z[pairs["j"]] - z[start + pairs["i"]]
+        diff = z[pairs["j"]] - z[chunk[pairs["i"]]]
         if z_period:
             diff -= z_period * np.round(diff / z_period)
         sums = np.bincount(pairs["i"], weights=diff, minlength=stop - start)

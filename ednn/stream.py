@@ -150,20 +150,33 @@ def _in_pieces(values: np.ndarray, pieces) -> np.ndarray:
 
 
 class _Sheet:
-    """Atoms sorted by y (wrapped into the cell when periodic) for fast band selection."""
+    """Atoms sorted by y (wrapped into the cell when periodic) for fast band selection.
 
-    def __init__(self, positions, numbers, heights, lengths, periodic: bool):
-        xy = np.array(positions[:, :2], dtype=np.float64)
+    Holds 25 bytes per atom (x, y, z as float64, the species as uint8); 16 more while the
+    y-order is found.  The local heights are computed window by window in :meth:`select`,
+    from the atoms within ``height_radius`` of the window, so no per-sheet neighbour tree
+    is ever built (it took ~50 bytes per atom and ran before the bands, not beside the
+    network).
+    """
+
+    def __init__(self, positions, numbers, lengths, periodic: bool, height_radius, z_period):
         self.periods = tuple(lengths) if periodic else None
+        y = np.array(positions[:, 1], dtype=np.float64)
         if periodic:
-            xy %= lengths
-            xy[xy >= lengths] = 0.0
-        order = np.argsort(xy[:, 1], kind="stable")
-        self.xy = xy[order]
+            y %= lengths[1]
+            y[y >= lengths[1]] = 0.0
+        order = np.argsort(y, kind="stable")
+        del y
+        self.xy = np.asarray(positions[order, :2], dtype=np.float64)
+        if periodic:  # the same operations as on `y` above, so the rows stay sorted
+            self.xy %= lengths
+            self.xy[self.xy >= lengths] = 0.0
         self.numbers = np.asarray(numbers, dtype=np.uint8)[order]  # Z <= 118
-        self.heights = None if heights is None else np.asarray(heights)[order]
+        self.z = None if height_radius is None else np.asarray(positions[order, 2], np.float64)
+        self.height_radius, self.z_period = height_radius, z_period
+        self.height_seconds = 0.0
 
-    def select(self, y_range, x_range):
+    def _index(self, y_range, x_range) -> np.ndarray:
         periods = self.periods or (None, None)
         y_pieces = _pieces(*y_range, periods[1])
         if y_pieces is None:
@@ -174,7 +187,28 @@ class _Sheet:
         x_pieces = _pieces(*x_range, periods[0])
         if x_pieces is not None:
             index = index[_in_pieces(self.xy[index, 0], x_pieces)]
-        heights = None if self.heights is None else self.heights[index]
+        return index
+
+    def _heights(self, index, y_range, x_range) -> np.ndarray:
+        # Every neighbour (in-plane distance <= r) of an atom in the window lies in the window
+        # widened by r, so these are the whole sheet's heights of the window's atoms.
+        start = time.perf_counter()
+        r = self.height_radius
+        wide = np.sort(
+            self._index((y_range[0] - r, y_range[1] + r), (x_range[0] - r, x_range[1] + r))
+        )
+        positions = np.column_stack([self.xy[wide], self.z[wide]])
+        heights = raster.local_heights(
+            positions, r, self.periods, self.z_period, targets=np.searchsorted(wide, index)
+        )
+        self.height_seconds += time.perf_counter() - start
+        return heights
+
+    def select(self, y_range, x_range):
+        index = self._index(y_range, x_range)
+        heights = None
+        if self.z is not None and len(index):
+            heights = self._heights(index, y_range, x_range)
         return self.xy[index], self.numbers[index], heights
 
 
@@ -188,6 +222,7 @@ class _RepeatedCell:
         self.lengths = np.asarray(lengths, dtype=np.float64)
         self.periods = tuple(self.lengths * repeats)
         self.repeats = repeats
+        self.height_seconds = 0.0  # the cell's heights are computed once, beforehand
 
     def _pairs(self, pieces, axis):
         # (copy index, cell atom index) of every atom copy along `axis` that lies in `pieces`.
@@ -265,7 +300,7 @@ class _BandRenderer:
         lookup = np.full(len(atomic_numbers) + 1, -1, dtype=np.int64)
         lookup[[atomic_numbers[s] for s in spec.species]] = np.arange(len(spec.species))
         self.lookup = lookup
-        self.seconds = {"select": 0.0, "raster": 0.0}
+        self.seconds = {"select": 0.0, "heights": 0.0, "raster": 0.0}
 
     def window(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """Pixels [rows) x [cols) of the infinite image (wrapped or zero beyond the edges)."""
@@ -286,10 +321,13 @@ class _BandRenderer:
     def _render(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         (dy, dx), (my, mx) = self.spacing, self.margin
         start = time.perf_counter()
+        before = self.source.height_seconds
         xy, numbers, heights = self.source.select(
             ((rows[0] - my) * dy, (rows[1] + my) * dy), ((cols[0] - mx) * dx, (cols[1] + mx) * dx)
         )
         middle = time.perf_counter()
+        self.seconds["heights"] += self.source.height_seconds - before
+        start += self.source.height_seconds - before
         spec = self.spec
         shape = (rows[1] - rows[0], cols[1] - cols[0])
         if len(xy) == 0:
@@ -470,21 +508,37 @@ def _evaluate(
     totals = np.asarray(backend.allreduce_sum(totals), dtype=np.float64)
     if tile_map is not None and backend.size > 1:
         tile_map = np.asarray(backend.allreduce_sum(tile_map), dtype=np.float32)
-    seconds.update(renderer.seconds)
+    for key, value in renderer.seconds.items():
+        seconds[key] = seconds.get(key, 0.0) + value
     seconds["total"] = time.perf_counter() - started
     seconds["n_bands"] = len(bands)
     seconds["path"] = network.path
     return SheetResult(float(totals[0]), int(n_atoms), tile_map, seconds, totals)
 
 
-def _heights(positions, spec, lengths, cell, periodic):
-    if not spec.height_channel:
-        return None
-    z_period = None
+def _z_period(cell: Atoms, periodic: bool) -> float | None:
     if periodic and cell.pbc[2] and cell.cell[2, 2] != 0.0:
-        z_period = abs(float(cell.cell[2, 2]))
-    box = lengths if periodic else None
-    return raster.local_heights(positions, spec.height_radius, box, z_period)
+        return abs(float(cell.cell[2, 2]))
+    return None
+
+
+def _layout(atoms: Atoms, spec: raster.RasterSpec) -> raster.RasterLayout:
+    """:func:`ednn.raster.raster_layout`, without copying a sheet that is already rectangular.
+
+    ``to_rectangular`` returns a new, wrapped copy (32 bytes per atom: 1.1 GB for 35 M
+    atoms); a cell with ``a1`` along +x, ``a2`` along +y and ``a3`` along z needs no change
+    beyond the wrap into the cell, which :class:`_Sheet` does on its own copy anyway.
+    """
+    if isinstance(atoms, Atoms) and len(atoms) and cells.is_periodic_sheet(atoms):
+        cell = atoms.cell.array
+        aligned = cell[0, 0] > 0.0 and cell[1, 1] > 0.0
+        aligned = aligned and not (cell[0, 1:].any() or cell[1, ::2].any() or cell[2, :2].any())
+        if aligned:
+            raster._check_structure(atoms, spec)
+            lengths = (float(cell[0, 0]), float(cell[1, 1]))
+            shape, spacing = raster.grid_for_cell(lengths, spec.spacing, spec.multiple_of)
+            return raster.RasterLayout(atoms, shape, spacing, True)
+    return raster.raster_layout(atoms, spec)
 
 
 def evaluate_sheet(
@@ -553,23 +607,22 @@ def evaluate_sheet(
     """
     started = time.perf_counter()
     spec = model_raster_spec(model)
-    layout = raster.raster_layout(atoms, spec)
+    layout = _layout(atoms, spec)
     sheet = layout.sheet
     lengths = (float(sheet.cell[0, 0]), float(sheet.cell[1, 1]))
+    radius = spec.height_radius if spec.height_channel else None
+    z_period = _z_period(sheet, layout.periodic)
+    source = _Sheet(sheet.positions, sheet.numbers, lengths, layout.periodic, radius, z_period)
+    n_atoms, shape, spacing, periodic = len(sheet), layout.shape, layout.spacing, layout.periodic
+    del layout, sheet  # a rotated or supercell copy is not needed once binned
     seconds = {"layout": time.perf_counter() - started}
-    start = time.perf_counter()
-    heights = _heights(sheet.positions, spec, lengths, sheet, layout.periodic)
-    seconds["heights"] = time.perf_counter() - start
-    source = _Sheet(sheet.positions, sheet.numbers, heights, lengths, layout.periodic)
-    renderer = _BandRenderer(
-        source, spec, layout.shape, layout.spacing, layout.periodic, model.boundary == "periodic"
-    )
-    grid = (layout.shape[0] // model.focus[0], layout.shape[1] // model.focus[1])
+    renderer = _BandRenderer(source, spec, shape, spacing, periodic, model.boundary == "periodic")
+    grid = (shape[0] // model.focus[0], shape[1] // model.focus[1])
     return _evaluate(
         model,
         renderer,
         grid,
-        len(sheet),
+        n_atoms,
         seconds,
         band_rows=band_rows,
         batch_size=batch_size,
@@ -631,7 +684,11 @@ def evaluate_repeat(
     seconds = {"layout": time.perf_counter() - started}
     start = time.perf_counter()
     # The repeat is periodic with the cell, so each copy's local heights are the cell's.
-    heights = _heights(cell.positions, spec, lengths, cell, True)
+    heights = None
+    if spec.height_channel:
+        heights = raster.local_heights(
+            cell.positions, spec.height_radius, lengths, _z_period(cell, True)
+        )
     seconds["heights"] = time.perf_counter() - start
     source = _RepeatedCell(cell.positions, cell.numbers, heights, lengths, (nx, ny))
     renderer = _BandRenderer(source, spec, shape, spacing, True, model.boundary == "periodic")

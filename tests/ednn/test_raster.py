@@ -193,6 +193,19 @@ def test_local_heights_are_relative_to_neighbourhood_mean() -> None:
     np.testing.assert_allclose(dz, [-0.2, -0.2, 0.4, 0.0])
 
 
+@pytest.mark.parametrize("box", [(30.0, 24.0), (7.0, 24.0), None])
+def test_local_heights_of_targets_equal_those_of_the_whole_sheet(box) -> None:
+    # Targets near a corner: their neighbours wrap across both periodic edges; a 7 Å cell is
+    # replicated internally (<= 2 radius), and the targets must still index the originals.
+    rng = np.random.default_rng(3)
+    lengths = (30.0, 24.0) if box is None else box
+    positions = np.column_stack([rng.random((400, 2)) * lengths, rng.normal(0.0, 0.3, 400)])
+    whole = raster.local_heights(positions, 4.0, box)
+    targets = np.flatnonzero((positions[:, 0] < 3.0) | (positions[:, 1] > 22.0))[::-1]
+    part = raster.local_heights(positions, 4.0, box, targets=targets, chunk_size=7)
+    np.testing.assert_allclose(part, whole[targets], rtol=0, atol=1e-12)
+
+
 # --- grids -----------------------------------------------------------------------------------
 
 
