@@ -5,8 +5,8 @@ is cut into *bands* (square-ish blocks of about ``regions_per_band`` focus regio
 ``band_rows`` rows of them along y); each band is rasterized together with its context halo straight
 from the atoms near it, evaluated (fused, :mod:`ednn.fused`, when the tile network allows
 it, else tile by tile in batches), and its energy is added in float64.  Work is linear in
-the number of atoms; memory is that of one band plus the structure's own arrays (sorted by
-y once) and the local heights (computed once per sheet with a KD-tree).
+the number of atoms; memory is that of one band plus a y-sorted copy of the atoms (25 bytes
+per atom); each band computes its atoms' local heights from the atoms around it.
 
 :func:`evaluate_repeat` evaluates the periodic ``nx x ny`` repeat of a cell as one sheet,
 generating the atoms of each band from the cell on the fly, so a 10^9-atom sheet needs no
@@ -594,10 +594,9 @@ def evaluate_sheet(
     Notes
     -----
     Memory: one band's image with its halo (``(R f + 2c) x (Q f + 2c) x C`` float32 for a
-    band of ``R x Q`` regions)
-    and the network's activations on it, plus the atoms' positions sorted by y and their
-    local heights (~50 bytes per atom).  With the defaults this stays well under 1 GB plus
-    the structure.  Time is linear in the number of atoms.  The network runs on a GPU when
+    band of ``R x Q`` regions) and the network's activations on it, two bands at a time, plus
+    the atoms sorted by y (25 bytes per atom, 41 while sorting; no copy of the structure
+    when its cell is an axis-aligned rectangle).  Time is linear in the number of atoms.  The network runs on a GPU when
     TensorFlow sees one.  Thread counts: :func:`configure_threads`.
 
     Example

@@ -11,7 +11,8 @@ side. Each model is rasterized with its own raster settings (from its metadata).
                 fine-tuned=runs/lc_finetune/fraction-100/best.keras
 
 Writes ``experiments/results/default_model_comparison.json`` and prints a Markdown table of
-MAE / RMSE in meV/atom.
+MAE / RMSE in meV/atom, then the same errors by kind of structure (material; 0 K or MD
+snapshot), test and independent-MD splits together, to show where the error sits.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 
 from ednn import _io
 from ednn.data.dataset import load_image_set
-from ednn.evaluate import evaluate
+from ednn.data.readers import read_dataset_dir
+from ednn.evaluate import error_metrics, evaluate, predict_energies
 from ednn.model import load_ednn
 from ednn.raster import RasterSpec
 
@@ -49,7 +51,44 @@ def compare(models: dict[str, str], split_file: Path, data: str) -> dict:
         if missing:
             raise SystemExit(f"{data} lacks {missing} structures named in {split_file}")
         results[name] = {"model": path, **evaluate(model, held_out, splits=SPLITS)}
+        results[name]["by_kind"] = by_kind(model, held_out, _kinds(data, set(wanted)))
     return results
+
+
+def _kinds(data: str, ids: set[str]) -> dict[str, str]:
+    """``{id: "material, 0 K" or "material, MD"}`` from the structures' info."""
+    kinds = {}
+    for atoms in read_dataset_dir(data):
+        info = atoms.info
+        if info.get("id") in ids:
+            state = "MD" if float(info.get("temperature_K", 0.0)) > 0.0 else "0 K"
+            kinds[info["id"]] = f"{info.get('material', '?')}, {state}"
+    return kinds
+
+
+def by_kind(model, held_out, kinds: dict[str, str]) -> dict[str, dict]:
+    """Errors (meV/atom) per kind over the test and independent-MD structures."""
+    keep = np.flatnonzero([s in ("test", "independent_md") for s in held_out.splits])
+    part = held_out.subset(keep)
+    predicted = predict_energies(model, part)
+    labels = np.array([kinds.get(i, "?") for i in part.ids], dtype=object)
+    return {
+        kind: error_metrics(predicted[labels == kind], part.targets[labels == kind],
+                            part.n_atoms[labels == kind])
+        for kind in sorted(set(labels))
+    }  # fmt: skip
+
+
+def kind_table(results: dict) -> str:
+    kinds = sorted({k for metrics in results.values() for k in metrics["by_kind"]})
+    lines = ["| model | " + " | ".join(kinds) + " |", "| --- |" + " ---: |" * len(kinds)]
+    for name, metrics in results.items():
+        cells = []
+        for kind in kinds:
+            m = metrics["by_kind"].get(kind)
+            cells.append(f"{m['mae']:.1f} ({m['n']})" if m else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(results: dict) -> str:
@@ -84,6 +123,8 @@ def main(argv=None) -> None:
     _io.atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(output, indent=1) + "\n")
     print(f"MAE / RMSE (meV/atom) on {counts}")
     print(table(results))
+    print("\nMAE (meV/atom) by kind, test and independent MD together (structures):")
+    print(kind_table(results))
 
 
 if __name__ == "__main__":
