@@ -280,6 +280,15 @@ def _axis_blocks(start: int, stop: int, size: int, wrap: bool):
     return index, blocks
 
 
+def _gather(block: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    """``np.take(block, index, axis)``, as a view (no copy) when ``index`` is one run."""
+    if index[-1] - index[0] == len(index) - 1 and np.all(np.diff(index) == 1):
+        where = [slice(None)] * block.ndim
+        where[axis] = slice(int(index[0]), int(index[-1]) + 1)
+        return block[tuple(where)]
+    return np.take(block, index, axis=axis)
+
+
 def _as_index(rows: np.ndarray, cols: np.ndarray):
     # Slices where both index runs are contiguous (a plain copy), else an open mesh.
     if rows[-1] - rows[0] == len(rows) - 1 and cols[-1] - cols[0] == len(cols) - 1:
@@ -306,16 +315,19 @@ class _BandRenderer:
         """Pixels [rows) x [cols) of the infinite image (wrapped or zero beyond the edges)."""
         row_index, row_blocks = _axis_blocks(*rows, self.shape[0], self.wrap)
         col_index, col_blocks = _axis_blocks(*cols, self.shape[1], self.wrap)
+        if len(row_blocks) == len(col_blocks) == 1 and row_index.min() >= 0 <= col_index.min():
+            # One block, no zeros: the window is (a wrapped gather of) the block itself.  An
+            # inner band is exactly its block, returned without a copy.
+            (r,), (c,) = row_blocks, col_blocks
+            block = _gather(self._render(r, c), row_index - r[0], 0)
+            return np.ascontiguousarray(_gather(block, col_index - c[0], 1))
         out = np.zeros((len(row_index), len(col_index), self.spec.n_channels), np.float32)
         for r in row_blocks:
             where_r = np.flatnonzero((row_index >= r[0]) & (row_index < r[1]))
             for c in col_blocks:
                 where_c = np.flatnonzero((col_index >= c[0]) & (col_index < c[1]))
-                block = self._render(r, c)
-                # One gather per axis (a slice where the indices run contiguously).
-                block = np.take(block, row_index[where_r] - r[0], axis=0)
-                block = np.take(block, col_index[where_c] - c[0], axis=1)
-                out[_as_index(where_r, where_c)] = block
+                block = _gather(self._render(r, c), row_index[where_r] - r[0], 0)
+                out[_as_index(where_r, where_c)] = _gather(block, col_index[where_c] - c[0], 1)
         return out
 
     def _render(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
