@@ -394,8 +394,20 @@ def local_heights(
     else:
         boxsize = None
     tree = cKDTree(xy, boxsize=boxsize)
-    dz = np.empty(n_out)
     # Replicated copies come after the originals, so `targets` still index the originals.
+    if len(xy) <= chunk_size:
+        # Few atoms (a band, a training cell): every pair once, 2-3x faster than the
+        # chunked double-tree query below, the same sums.
+        pairs = tree.query_pairs(radius, output_type="ndarray")
+        i, j = pairs[:, 0], pairs[:, 1]
+        diff = z[j] - z[i]
+        if z_period:
+            diff -= z_period * np.round(diff / z_period)
+        n = len(xy)
+        sums = np.bincount(i, weights=diff, minlength=n) - np.bincount(j, weights=diff, minlength=n)
+        counts = np.bincount(i, minlength=n) + np.bincount(j, minlength=n) + 1  # + the atom
+        return -sums[targets] / counts[targets]
+    dz = np.empty(n_out)
     for start in range(0, n_out, chunk_size):
         stop = min(start + chunk_size, n_out)
         chunk = targets[start:stop]

@@ -206,6 +206,16 @@ def test_local_heights_of_targets_equal_those_of_the_whole_sheet(box) -> None:
     np.testing.assert_allclose(part, whole[targets], rtol=0, atol=1e-12)
 
 
+def test_local_heights_pair_and_chunked_paths_agree_across_the_z_boundary() -> None:
+    # A sheet straddling z = 0 of a 20 Å periodic cell: differences use the minimum image.
+    rng = np.random.default_rng(4)
+    positions = np.column_stack([rng.random((300, 2)) * 20.0, rng.normal(0.0, 0.3, 300) % 20.0])
+    pairs = raster.local_heights(positions, 3.0, (20.0, 20.0), z_period=20.0)
+    chunked = raster.local_heights(positions, 3.0, (20.0, 20.0), z_period=20.0, chunk_size=50)
+    np.testing.assert_allclose(pairs, chunked, rtol=0, atol=1e-12)
+    assert np.abs(pairs).max() < 2.0  # not ~20 Å: the wrap was undone
+
+
 # --- grids -----------------------------------------------------------------------------------
 
 
