@@ -608,8 +608,9 @@ def evaluate_sheet(
     Memory: one band's image with its halo (``(R f + 2c) x (Q f + 2c) x C`` float32 for a
     band of ``R x Q`` regions) and the network's activations on it, two bands at a time, plus
     the atoms sorted by y (25 bytes per atom, 41 while sorting; no copy of the structure
-    when its cell is an axis-aligned rectangle).  Time is linear in the number of atoms.  The network runs on a GPU when
-    TensorFlow sees one.  Thread counts: :func:`configure_threads`.
+    when its cell is an axis-aligned rectangle).  Time is linear in the number of atoms.
+    The network runs on a GPU when TensorFlow sees one.  Thread counts:
+    :func:`configure_threads`.
 
     Example
     -------
