@@ -63,6 +63,7 @@ __all__ = [
     "raster_layout",
     "rasterize",
     "rasterize_window",
+    "sheet_z_period",
     "splat_gaussians",
 ]
 
@@ -317,6 +318,13 @@ def grid_for_cell(
                 f"grid_shape={grid_shape}."
             )
     return (int(shape[0]), int(shape[1])), effective
+
+
+def sheet_z_period(sheet: Atoms, periodic: bool) -> float | None:
+    """Cell length along z (Å) when a periodic sheet is also periodic in z, else None."""
+    if periodic and sheet.pbc[2] and sheet.cell[2, 2] != 0.0:
+        return abs(float(sheet.cell[2, 2]))
+    return None
 
 
 def local_heights(
@@ -773,9 +781,9 @@ def _render(
     species_index = lookup[sheet.numbers]
     if spec.height_channel and heights is None:
         box = (sheet.cell[0, 0], sheet.cell[1, 1]) if layout.periodic else None
-        periodic_z = layout.periodic and sheet.pbc[2] and sheet.cell[2, 2] != 0.0
-        z_period = abs(float(sheet.cell[2, 2])) if periodic_z else None
-        heights = local_heights(sheet.positions, spec.height_radius, box, z_period)
+        heights = local_heights(
+            sheet.positions, spec.height_radius, box, sheet_z_period(sheet, layout.periodic)
+        )
     channels, weights = channel_weights(spec, species_index, sheet.numbers, heights)
     image = splat_gaussians(
         sheet.positions[:, :2],

@@ -39,6 +39,7 @@ def compare(models: dict[str, str], split_file: Path, data: str) -> dict:
     """``{name: {split: metrics}}`` for every model on the held-out splits of ``split_file``."""
     record = json.loads(split_file.read_text(encoding="utf-8"))
     wanted = {i: s for s in SPLITS for i in record["ids"].get(s, [])}
+    kinds = _kinds(data, set(wanted))
     results = {}
     for name, path in models.items():
         model = load_ednn(path)
@@ -51,7 +52,7 @@ def compare(models: dict[str, str], split_file: Path, data: str) -> dict:
         if missing:
             raise SystemExit(f"{data} lacks {missing} structures named in {split_file}")
         results[name] = {"model": path, **evaluate(model, held_out, splits=SPLITS)}
-        results[name]["by_kind"] = by_kind(model, held_out, _kinds(data, set(wanted)))
+        results[name]["by_kind"] = by_kind(model, held_out, kinds)
     return results
 
 
