@@ -223,9 +223,11 @@ class FusedTileNetwork:
 
     def _plan(self) -> None:
         # Walk the stack tracking the tile's spatial size and the total stride, and record the
-        # steps of the fused pass: ("layer", layer) runs the layer as it is on the big map;
-        # ("dense", layer, kernel_size, stride) runs Flatten + Dense as a convolution;
-        # ("pool", layer, kernel_size, stride) runs a global pooling as a strided pooling.
+        # steps of the fused pass, each with the pixels it reads past one period of its input
+        # (its "overhang", for on_periodic): ("layer", layer, overhang, strides) runs the
+        # layer as it is on the big map; ("dense", layer, overhang, kernel_size, stride) runs
+        # Flatten + Dense as a convolution; ("pool", layer, overhang, kernel_size, stride)
+        # runs a global pooling as a strided pooling.
         size = self.tile_shape
         stride = (1, 1)
         steps: list[tuple] = []
@@ -237,24 +239,27 @@ class FusedTileNetwork:
             if getattr(layer, "quantization_mode", None):
                 raise NotFusableError(f"{label} is quantized")
             if not in_head and kind in (keras.layers.Conv2D, *_POOLING):
-                (size, strides) = _valid_window(layer, label, size)
+                (kernel, strides) = _valid_window(layer, label)
+                size = _valid_size(size, kernel, strides, label)
                 stride = (stride[0] * strides[0], stride[1] * strides[1])
-                steps.append(("layer", layer))
+                steps.append(("layer", layer, _overhang(kernel, strides), strides))
             elif not in_head and kind is keras.layers.Flatten:
                 in_head = flattened = True
             elif not in_head and kind in _GLOBAL_POOLING:
                 if getattr(layer, "keepdims", False):
                     raise NotFusableError(f"{label} has keepdims=True")
                 in_head = True
-                steps.append(("pool", layer, size, self._head_stride(stride, label)))
+                head = self._head_stride(stride, label)
+                steps.append(("pool", layer, _overhang(size, head), size, head))
             elif kind is keras.layers.Dense and flattened:
-                steps.append(("dense", layer, size, self._head_stride(stride, label)))
+                head = self._head_stride(stride, label)
+                steps.append(("dense", layer, _overhang(size, head), size, head))
                 flattened = False
             elif kind is keras.layers.Dense or (
                 kind in _ELEMENTWISE and _activation_name(layer) not in _ALONG_AXIS
             ):
                 # Per-pixel layers commute with cropping tiles and with flattening.
-                steps.append(("layer", layer))
+                steps.append(("layer", layer, (0, 0), (1, 1)))
             else:
                 raise NotFusableError(
                     f"{label} is not one the fused evaluation handles: valid Conv2D and "
@@ -268,6 +273,20 @@ class FusedTileNetwork:
         self.total_stride = stride
         self.final_size = size
         self._steps = steps
+        # on_periodic: the trunk's layers up to its last strided one (big maps, small
+        # overhangs) read one halo of their summed overhangs, in input pixels, added once to
+        # the input; the later layers (maps downsampled by the total stride, larger overhangs)
+        # wrap their own inputs.  Wrapping every layer copies the big early maps twice each:
+        # 1.3x slower than the plain halo for the default model on a 1088-pixel image.
+        self._periodic_prefix, self._periodic_halo = 0, (0, 0)
+        scale, halo = (1, 1), (0, 0)
+        for index, step in enumerate(steps):
+            if step[0] != "layer":
+                break
+            halo = tuple(h + o * c for h, o, c in zip(halo, step[2], scale, strict=True))
+            scale = tuple(c * t for c, t in zip(scale, step[3], strict=True))
+            if step[3] != (1, 1):
+                self._periodic_prefix, self._periodic_halo = index + 1, halo
 
     def _head_stride(self, stride, label) -> tuple[int, int]:
         for axis in (0, 1):
@@ -281,6 +300,8 @@ class FusedTileNetwork:
     def __call__(self, images, training=None) -> tf.Tensor:
         images = tf.convert_to_tensor(images)
         with tf.control_dependencies(self._size_checks(images)):
+            if self.boundary == "periodic":
+                return self.on_periodic(images, training)
             padded = pad_context(images, self.context, self.boundary)
         return self.on_padded(padded, training)
 
@@ -315,14 +336,40 @@ class FusedTileNetwork:
         Returns:
             `(batch, nH, nW, n_targets)`.
         """
-        x = tf.convert_to_tensor(padded)
-        for step in self._steps:
+        return self._run(tf.convert_to_tensor(padded), training)
+
+    def on_periodic(self, images, training=None) -> tf.Tensor:
+        """Outputs per focus region of periodic images, without a context halo.
+
+        Each valid convolution or pooling (kernel ``k``, stride ``s``) is given the ``k - s``
+        pixels it needs past the image's end from the image's own start, so every layer works
+        on one period of its (periodic) input: no pixel is computed twice.  The images are
+        first rolled by the context so that region ``(i, j)`` sees the pixels its tile holds.
+        The result equals :meth:`__call__` with a periodic boundary (and plain tiling), at
+        ``H W`` rather than ``(H + 2 c0)(W + 2 c1)`` pixels of work: 1.4x less for a
+        352 x 352 image with the default 32-pixel context.
+
+        Args:
+            images: `(batch, H, W, C)`, H and W multiples of the focus (one period each).
+            training: Passed to the layers.
+
+        Returns:
+            `(batch, H // f0, W // f1, n_targets)`.
+        """
+        x = tf.roll(tf.convert_to_tensor(images), shift=self.context, axis=(1, 2))
+        return self._run(_wrap_periodic(x, self._periodic_halo), training, self._periodic_prefix)
+
+    def _run(self, x, training, wrap_from: int | None = None) -> tf.Tensor:
+        # Steps from index `wrap_from` on wrap their input periodically (None: none do).
+        for index, step in enumerate(self._steps):
+            if wrap_from is not None and index >= wrap_from:
+                x = _wrap_periodic(x, step[2])
             if step[0] == "layer":
                 x = step[1](x, training=training)
             elif step[0] == "dense":
-                x = _dense_as_conv(step[1], x, step[2], step[3])
+                x = _dense_as_conv(step[1], x, step[3], step[4])
             else:
-                x = _global_pool_as_pool(step[1], x, step[2], step[3])
+                x = _global_pool_as_pool(step[1], x, step[3], step[4])
         return x
 
 
@@ -331,8 +378,8 @@ def _activation_name(layer) -> str:
     return getattr(activation, "__name__", str(activation))
 
 
-def _valid_window(layer, label, size) -> tuple[tuple[int, int], tuple[int, int]]:
-    # Output size of a valid convolution or pooling on a tile of `size`, and its strides.
+def _valid_window(layer, label) -> tuple[tuple[int, int], tuple[int, int]]:
+    # Kernel extent (dilation included) and strides of a valid convolution or pooling.
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         raise NotFusableError(f"{label} is not channels_last")
     if layer.padding != "valid":
@@ -347,10 +394,31 @@ def _valid_window(layer, label, size) -> tuple[tuple[int, int], tuple[int, int]]
         )
     else:
         kernel = _pair(layer.pool_size)
-    strides = _pair(layer.strides)
+    return kernel, _pair(layer.strides)
+
+
+def _valid_size(size, kernel, strides, label) -> tuple[int, int]:
+    # Output size of a valid window on a tile of `size`.
     if any(n < k for n, k in zip(size, kernel, strict=True)):
         raise NotFusableError(f"{label} needs more pixels than the tile has left")
-    return tuple((n - k) // s + 1 for n, k, s in zip(size, kernel, strides, strict=True)), strides
+    return tuple((n - k) // s + 1 for n, k, s in zip(size, kernel, strides, strict=True))
+
+
+def _overhang(kernel, strides) -> tuple[int, int]:
+    # Pixels past one period that a valid window of stride s needs to give one period of
+    # output: the last window starts at P - s and ends at P - s + k.
+    return tuple(max(k - s, 0) for k, s in zip(kernel, strides, strict=True))
+
+
+def _wrap_periodic(x, overhang):
+    # Appends the first `overhang` rows and columns of a periodic map after its end (as many
+    # periods as needed when the overhang exceeds the map).
+    for axis, extra in ((1, overhang[0]), (2, overhang[1])):
+        if extra:
+            size = tf.shape(x)[axis]
+            head = tf.gather(x, tf.math.floormod(tf.range(extra), size), axis=axis)
+            x = tf.concat([x, head], axis=axis)
+    return x
 
 
 def _dense_as_conv(dense, x, kernel_size, stride):

@@ -468,34 +468,28 @@ def _fold_axis(
 ) -> list[tuple[np.ndarray, slice]]:
     """Map a patch axis starting at window index ``start`` onto the window.
 
-    Returns ``(piece, window slice)`` pairs: the parts of the patch (summed over periodic
-    images if it is longer than the period) that fall inside the window, each on a
-    contiguous run of window indices (a periodic wrap gives two runs), as views where no
-    folding was needed, so that adding them needs no fancy indexing.
+    Returns ``(piece, window slice)`` pairs, views of the patch, each on a contiguous run of
+    window indices: a periodic wrap gives two runs, and a patch longer than the period gives
+    one or two runs per period-long piece, whose window slices overlap (the caller adds each
+    piece, which sums the periodic images without copying the patch).
     """
     length = patch.shape[axis]
-    if period is not None and length > period:
-        # Add each further period-long piece onto the first (no padded copy).
-        pieces = np.moveaxis(patch, axis, 0)
-        folded = pieces[:period].copy()
-        for begin in range(period, length, period):
-            piece = pieces[begin : begin + period]
-            folded[: len(piece)] += piece
-        patch = np.moveaxis(folded, 0, axis)
-        length = period
-    index = start + np.arange(length)
-    if period is not None:
-        index = np.mod(index, period)
-    breaks = (np.flatnonzero(np.diff(index) != 1) + 1).tolist()
+    step = length if period is None else period
     runs = []
-    for a, b in zip([0, *breaks], [*breaks, length], strict=True):
-        (low, high) = (max(int(index[a]), 0), min(int(index[b - 1]) + 1, n_out))
-        if high <= low:
-            continue
-        first = a + low - int(index[a])
-        where = [slice(None)] * patch.ndim
-        where[axis] = slice(first, first + high - low)
-        runs.append((patch[tuple(where)], slice(low, high)))
+    for begin in range(0, length, step):
+        size = min(step, length - begin)
+        index = start + begin + np.arange(size)
+        if period is not None:
+            index = np.mod(index, period)
+        breaks = (np.flatnonzero(np.diff(index) != 1) + 1).tolist()
+        for a, b in zip([0, *breaks], [*breaks, size], strict=True):
+            (low, high) = (max(int(index[a]), 0), min(int(index[b - 1]) + 1, n_out))
+            if high <= low:
+                continue
+            first = begin + a + low - int(index[a])
+            where = [slice(None)] * patch.ndim
+            where[axis] = slice(first, first + high - low)
+            runs.append((patch[tuple(where)], slice(low, high)))
     return runs
 
 

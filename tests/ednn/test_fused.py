@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ednn.fused import COARSE_ARCHITECTURE, DEFAULT_ARCHITECTURE, FusedTileNetwork, can_fuse
+from ednn.fused import (
+    COARSE_ARCHITECTURE,
+    DEFAULT_ARCHITECTURE,
+    FusedTileNetwork,
+    can_fuse,
+    pad_context,
+)
 from ednn.model import EDNN, build_ednn
 
 # Tiles of 8 + 2*6 = 20 pixels; trunk stride 2 divides the focus.
@@ -122,6 +128,23 @@ def test_global_pooling_and_valid_max_pooling_networks_fuse_exactly():
     fused = EDNN(net, FOCUS, CONTEXT, evaluation="fused")
     images = random_images(seed=7)
     assert_relative(fused.tile_outputs(images), tiled.tile_outputs(images))
+
+
+def test_periodic_pass_without_halo_equals_padded_pass_and_tiling():
+    # Dilated convolution, an overlapping pooling (kernel 3 > stride 2) and a context that is
+    # neither a multiple of the focus nor of the stride: each layer wraps its own overhang.
+    inputs = keras.Input((FOCUS + 2 * 7, FOCUS + 2 * 7, 2))
+    x = keras.layers.Conv2D(3, 3, dilation_rate=2, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D(pool_size=3, strides=2)(x)
+    x = keras.layers.Conv2D(4, 2, strides=2)(x)
+    x = keras.layers.Flatten()(x)
+    net = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(5, activation="tanh")(x)))
+    fused = FusedTileNetwork(net, FOCUS, 7)
+    images = random_images((2, 16, 24, 2), seed=8)
+    padded = fused.on_padded(pad_context(images, 7)).numpy()
+    np.testing.assert_allclose(fused.on_periodic(images).numpy(), padded, rtol=1e-6, atol=1e-6)
+    tiled = EDNN(net, FOCUS, 7, evaluation="tiles")
+    assert_relative(fused(images), tiled.tile_outputs(images))  # scale 1, shift 0
 
 
 def test_same_padding_network_reports_reason_and_falls_back_to_tiles():

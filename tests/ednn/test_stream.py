@@ -49,14 +49,17 @@ def assert_relative(actual, expected, tol=1e-5):
     assert np.abs(np.asarray(actual) - np.asarray(expected)).max() <= tol * scale
 
 
-@pytest.mark.parametrize("band_rows", [1, 4])
-def test_periodic_sheet_in_bands_equals_in_memory_evaluation(fused_model, rippled_sheet, band_rows):
-    # 11 rows of focus regions: bands of 4 leave a band of 3, not aligned with the cells.
+@pytest.mark.parametrize(("band_rows", "path"), [(1, "fused"), (4, "fused"), (None, "periodic")])
+def test_periodic_sheet_in_bands_equals_in_memory_evaluation(
+    fused_model, rippled_sheet, band_rows, path
+):
+    # 11 rows of focus regions: bands of 4 leave a band of 3, not aligned with the cells.  One
+    # band (the default here) is evaluated as a periodic image without a halo.
     energy, tile_map = in_memory(fused_model, rippled_sheet)
     assert tile_map.shape == (11, 9, 1)
     result = evaluate_sheet(fused_model, rippled_sheet, band_rows=band_rows, return_map=True)
-    assert result.timings["path"] == "fused"
-    assert result.timings["n_bands"] == -(-11 // band_rows)
+    assert result.timings["path"] == path
+    assert result.timings["n_bands"] == -(-11 // (band_rows or 11))
     assert result.n_atoms == len(rippled_sheet)
     assert_relative(result.energy_eV, energy)
     assert_relative(result.per_region_map, tile_map)
@@ -100,6 +103,40 @@ def test_zero_boundary_flake_equals_in_memory_evaluation(rippled_sheet):
     result = evaluate_sheet(model, flake, band_rows=3, return_map=True)
     assert_relative(result.energy_eV, energy)
     assert_relative(result.per_region_map, tile_map)
+
+
+def test_one_band_rendered_in_threaded_strips_equals_in_memory(fused_model, monkeypatch):
+    # 4 x 12 rectangular cells: 208 x 40 px of ~0.25 Å, one band, rendered as 3 strips of ~69
+    # rows by 3 threads (each strip selects its atoms and their heights on its own).
+    import ednn.stream
+
+    monkeypatch.setattr(ednn.stream, "STRIP_ROWS", 64)
+    monkeypatch.setattr(ednn.stream.os, "cpu_count", lambda: 3)
+    sheet = cells.to_rectangular(graphene(vacuum=10.0)) * (4, 12, 1)
+    sheet.positions[:, 2] += np.random.default_rng(2).normal(0.0, 0.3, len(sheet))
+    energy, tile_map = in_memory(fused_model, sheet)
+    result = evaluate_sheet(fused_model, sheet, return_map=True)
+    assert result.timings["n_bands"] == 1 and result.timings["path"] == "periodic"
+    assert_relative(result.energy_eV, energy)
+    assert_relative(result.per_region_map, tile_map)
+    render, strips = ednn.stream._BandRenderer._render, []
+
+    def spy(self, rows, cols):
+        strips.append(rows)
+        return render(self, rows, cols)
+
+    monkeypatch.setattr(ednn.stream._BandRenderer, "_render", spy)
+    evaluate_sheet(fused_model, sheet)
+    assert sorted(strips) == [(0, 69), (69, 139), (139, 208)]
+    # Two bands: the first (rasterized while no network runs) in strips, with its wrapped
+    # halo; the second beside the network, in one piece.
+    monkeypatch.setattr(ednn.stream, "STRIP_ROWS", 32)
+    strips.clear()
+    result = evaluate_sheet(fused_model, sheet, band_rows=13, return_map=True)
+    assert result.timings["path"] == "fused" and result.timings["n_bands"] == 2
+    assert_relative(result.energy_eV, energy)
+    assert_relative(result.per_region_map, tile_map)
+    assert {(0, 37), (37, 73), (73, 110), (98, 208)} <= set(strips)
 
 
 def test_halo_wider_than_a_small_sheet_wraps_like_tiling():
