@@ -31,11 +31,17 @@ class EDNNCalculator(Calculator):
     ----------
     model : EDNN or path, optional
         A loaded model or a ``.keras`` file; the shipped default model when None.
+    evaluation_options : dict, optional
+        Speed settings passed to :func:`ednn.stream.evaluate_sheet` (as ``ednn energy``'s
+        ``--precision``, ``--regions-per-band``, ``--batch-size``), e.g.
+        ``{"precision": "mixed_bfloat16"}``.
+    **kwargs
+        Passed to :class:`ase.calculators.calculator.Calculator`.
     """
 
     implemented_properties = ("energy", "free_energy")
 
-    def __init__(self, model=None, **kwargs) -> None:
+    def __init__(self, model=None, evaluation_options: dict | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         from ednn.predict import Predictor
 
@@ -45,8 +51,8 @@ class EDNNCalculator(Calculator):
             else model
         )
         try:
-            self.predictor = Predictor(self.model)
-        except ValueError as err:
+            self.predictor = Predictor(self.model, **(evaluation_options or {}))
+        except (ValueError, TypeError) as err:
             raise CalculatorSetupError(f"unusable model: {err}") from err
 
     @classmethod

@@ -81,6 +81,14 @@ def test_calculator_matches_command(capsys, model_path, sheet_file):
         atoms.calc = calc
         assert atoms.get_potential_energy() == pytest.approx(energy, rel=1e-6)
         assert calc.get_property("free_energy", atoms) == pytest.approx(energy, rel=1e-6)
+    _, out, _ = _run(
+        capsys, sheet_file, "--model", model_path, "--json", "--precision", "mixed_bfloat16"
+    )
+    expected = [json.loads(line)["energy_eV"] for line in out.splitlines()]
+    calc = EDNNCalculator(model_path, evaluation_options={"precision": "mixed_bfloat16"})
+    for atoms, energy in zip(read(sheet_file, ":"), expected, strict=True):
+        atoms.calc = calc
+        assert atoms.get_potential_energy() == pytest.approx(energy, rel=1e-6)
 
 
 def test_periodic_supercell_is_extensive(model_path):
@@ -194,3 +202,55 @@ def test_repeat_option_equals_explicit_repeat(capsys, model_path, tmp_path):
     explicit = json.loads(out)
     assert repeated["n_atoms"] == explicit["n_atoms"] == 6 * len(atoms)
     assert repeated["energy_eV"] == pytest.approx(explicit["energy_eV"], rel=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_is_close_to_float32_but_not_equal(
+    capsys, model_path, sheet_file, precision
+):
+    from ase.io import read
+
+    _, out, _ = _run(capsys, sheet_file, "--model", model_path, "--json")
+    full = [json.loads(line) for line in out.splitlines()]
+    code, out, _ = _run(
+        capsys, sheet_file, "--model", model_path, "--json", "--precision", precision,
+        "--regions-per-band", "4", "--batch-size", "3",
+    )  # fmt: skip
+    assert code == 0
+    mixed = [json.loads(line) for line in out.splitlines()]
+    predictor = predict.Predictor(predict.load_model(model_path))
+    for a, b in zip(full, mixed, strict=True):
+        # The network's part (the energy less the reference energies) moves, by under 2 %.
+        network = a["energy_eV"] - predictor.reference_energy(read(sheet_file, index=a["frame"]))
+        assert b["energy_eV"] != a["energy_eV"]
+        assert abs(b["energy_eV"] - a["energy_eV"]) < 0.02 * abs(network)
+
+
+def test_mixed_precision_copy_follows_the_model_weights(model_path, sheet_file):
+    from ase.io import read
+
+    model = predict.load_model(model_path)
+    atoms = read(sheet_file, index=0)
+    predictor = predict.Predictor(model, precision="mixed_bfloat16")
+    before = predictor.predict(atoms).energy
+    bias = model.tile_network.layers[-1].bias
+    bias.assign(bias + 0.5)
+    mapped = predictor.predict(atoms, tile_map=True)  # of the evaluated (super)cell
+    regions = mapped.tile_map.size / mapped.supercell
+    after = predictor.predict(atoms).energy
+    scale = float(np.ravel(model.energy_scale)[0])
+    assert after - before == pytest.approx(0.5 * scale * regions, rel=1e-2)
+
+
+def test_bad_speed_options_are_clear_errors(capsys, model_path, sheet_file):
+    code, _, err = _run(capsys, sheet_file, "--model", model_path, "--regions-per-band", "0")
+    assert code == 2 and "--regions-per-band must be a positive integer: 0" in err
+    with pytest.raises(SystemExit):
+        _run(capsys, sheet_file, "--model", model_path, "--precision", "float8")
+    assert "invalid choice: 'float8'" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="Unknown options"):
+        predict.Predictor(predict.load_model(model_path), precison="mixed_bfloat16")
+    # TensorFlow already runs in this process: the thread count is refused with a warning.
+    with pytest.warns(UserWarning, match="thread pools are already fixed"):
+        code, out, _ = _run(capsys, sheet_file, "--model", model_path, "--threads", "1", "--json")
+    assert code == 0 and len(out.splitlines()) == 2
