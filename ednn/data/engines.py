@@ -48,6 +48,9 @@ class TBLiteEngine:
         tblite method name, ``"GFN1-xTB"`` by default.
     accuracy, electronic_temperature, max_iterations : float, float (K), int
         Passed to :class:`tblite.ase.TBLite`.
+    mixer_damping : float
+        Damping of tblite's Broyden SCF mixer (its default 0.4); changes how fast the SCF
+        converges, not the converged energy.
     """
 
     name = "tblite"
@@ -58,6 +61,7 @@ class TBLiteEngine:
         accuracy: float = 1.0,
         electronic_temperature: float = 300.0,
         max_iterations: int = 250,
+        mixer_damping: float = 0.4,
     ) -> None:
         try:
             from tblite.ase import TBLite
@@ -72,6 +76,7 @@ class TBLiteEngine:
             "accuracy": float(accuracy),
             "electronic_temperature": float(electronic_temperature),
             "max_iterations": int(max_iterations),
+            "mixer_damping": float(mixer_damping),
         }
 
     def provenance(self) -> dict:

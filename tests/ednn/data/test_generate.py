@@ -146,6 +146,16 @@ def test_changed_engine_settings_are_refused(tmp_path):
         gen.generate(_config(seed=4), tmp_path, limit=1, progress=False)
 
 
+def test_scf_mixer_damping_may_change_between_runs_but_accuracy_may_not(tmp_path):
+    engine = {"name": "lammps-tersoff", "mixer_damping": 0.4}
+    gen.generate(_config(engine=engine), tmp_path, limit=1, progress=False)
+    faster = {**engine, "mixer_damping": 0.2}
+    gen.generate(_config(engine=faster), tmp_path, limit=2, progress=False)
+    assert gen.load_config(tmp_path / "config.yaml")["engine"]["mixer_damping"] == 0.2
+    with pytest.raises(ConfigError, match="engine"):
+        gen.generate(_config(engine={**faster, "accuracy": 0.1}), tmp_path, progress=False)
+
+
 def test_kill_9_leaves_no_half_shard_and_rerun_completes(tmp_path):
     config = dict(SMALL, recipes=[{**SMALL["recipes"][0], "count": 40}])
     path = tmp_path / "config.yaml"
@@ -205,3 +215,13 @@ def test_tblite_labels_hbn_with_provenance():
     # GFN1-xTB cohesive scale for hBN: the same cell twice as large gives the same per atom.
     assert engine.provenance()["method"] == "GFN1-xTB"
     assert -70 < energy / len(atoms) < -50
+
+
+@pytest.mark.engines
+def test_tblite_mixer_damping_changes_speed_not_energy():
+    pytest.importorskip("tblite", reason="the `data` extra (tblite) is not installed")
+    atoms, _ = build_sheet(np.random.default_rng(1), "hetero", 4, 4, pattern="stripes")
+    default, damped = engines.TBLiteEngine(), engines.TBLiteEngine(mixer_damping=0.2)
+    assert damped.provenance()["settings"]["mixer_damping"] == 0.2
+    difference = (damped.energy(atoms) - default.energy(atoms)) / len(atoms)
+    assert abs(difference) < 1e-6  # eV/atom: the same self-consistent solution
