@@ -246,3 +246,21 @@ def test_wide_sheet_in_square_bands_equals_in_memory_evaluation(fused_model, rip
     assert result.timings["n_bands"] == 9  # 11 x 9 regions in bands of 4 x 3
     assert_relative(result.energy_eV, energy)
     assert_relative(result.per_region_map, tile_map)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "band_rows", "path"),
+    [(None, None, "periodic"), (None, 4, "fused"), ("tiles", 4, "tiles")],
+)
+def test_mixed_precision_on_every_path_is_close_to_float32(
+    fused_model, rippled_sheet, evaluation, band_rows, path
+):
+    options = {"evaluation": evaluation, "band_rows": band_rows, "return_map": True}
+    full = evaluate_sheet(fused_model, rippled_sheet, **options)
+    for precision in ("mixed_bfloat16", "mixed_float16"):
+        mixed = evaluate_sheet(fused_model, rippled_sheet, precision=precision, **options)
+        assert mixed.timings["path"] == path
+        assert mixed.energy_eV != full.energy_eV
+        assert_relative(mixed.per_region_map, full.per_region_map, tol=2e-2)
+    with pytest.raises(ValueError, match="`precision` must be one of"):
+        evaluate_sheet(fused_model, rippled_sheet, precision="float64")
