@@ -49,8 +49,10 @@ class TBLiteEngine:
     accuracy, electronic_temperature, max_iterations : float, float (K), int
         Passed to :class:`tblite.ase.TBLite`.
     mixer_damping : float
-        Damping of tblite's Broyden SCF mixer (its default 0.4); changes how fast the SCF
-        converges, not the converged energy.
+        Damping of tblite's Broyden SCF mixer (its default 0.4).
+    guess : {"sad", "eeq"}
+        tblite's initial charges (its default "sad", superposition of atomic densities).
+        These two change how fast the SCF converges, not the converged energy.
     """
 
     name = "tblite"
@@ -62,6 +64,7 @@ class TBLiteEngine:
         electronic_temperature: float = 300.0,
         max_iterations: int = 250,
         mixer_damping: float = 0.4,
+        guess: str = "sad",
     ) -> None:
         try:
             from tblite.ase import TBLite
@@ -77,6 +80,7 @@ class TBLiteEngine:
             "electronic_temperature": float(electronic_temperature),
             "max_iterations": int(max_iterations),
             "mixer_damping": float(mixer_damping),
+            "guess": str(guess),
         }
 
     def provenance(self) -> dict:

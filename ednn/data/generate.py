@@ -51,6 +51,7 @@ DEFAULTS: dict = {
         "electronic_temperature": 300.0,
         "max_iterations": 250,
         "mixer_damping": 0.4,
+        "guess": "sad",
     },
     "vacuum": 20.0,
     "shard_size": 25,
@@ -81,10 +82,12 @@ ENGINES = ("tblite", "lammps-tersoff")
 # Keys of the engine section that must not change between runs into one directory.
 _FROZEN = ("seed", "engine", "vacuum", "md")
 # Engine keys that change how fast the SCF converges, not where: they may change between runs
-# (each label's `info["settings"]` records the value it was made with).  tblite's Broyden
-# damping 0.2 against 0.4 gave the same GFN1-xTB energies to 1e-5 meV/atom on 8 structures
-# of the shipped dataset, 1.34x faster in all (hetero cells 1.8x, hBN 0.6-0.9x).
-_SPEED_ONLY = ("mixer_damping",)
+# (each label's `info["settings"]` records the value it was made with).  On 8 structures of
+# the shipped dataset (one per recipe and material), tblite's Broyden damping 0.2 and an EEQ
+# initial guess gave the same GFN1-xTB energies as its defaults (0.4, "sad") to 1e-5
+# meV/atom, 1.58x faster in all (graphene and hetero cells 1.4-2.7x; hBN cells 0.7-1.15x).
+_SPEED_ONLY = ("mixer_damping", "guess")
+TBLITE_GUESSES = ("sad", "eeq")
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -98,6 +101,11 @@ def validate_config(user: dict) -> dict:
     if config["engine"]["name"] not in ENGINES:
         raise ConfigError(
             f"`engine.name` must be one of {ENGINES}. Received: {config['engine']['name']!r}"
+        )
+    if config["engine"]["guess"] not in TBLITE_GUESSES:
+        raise ConfigError(
+            f"`engine.guess` must be one of {TBLITE_GUESSES}. "
+            f"Received: {config['engine']['guess']!r}"
         )
     for key in ("shard_size", "workers", "threads_per_worker", "seed"):
         require(config[key], int, key)
@@ -155,7 +163,7 @@ def make_engine(config: dict):
     name = settings.pop("name")
     if name == "tblite":
         return engines.TBLiteEngine(**settings)
-    return engines.TersoffEngine()  # no settings (mixer_damping is tblite's)
+    return engines.TersoffEngine()  # no settings (the SCF ones are tblite's)
 
 
 def _seed(*parts: int | str) -> np.random.SeedSequence:

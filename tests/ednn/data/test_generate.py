@@ -146,14 +146,17 @@ def test_changed_engine_settings_are_refused(tmp_path):
         gen.generate(_config(seed=4), tmp_path, limit=1, progress=False)
 
 
-def test_scf_mixer_damping_may_change_between_runs_but_accuracy_may_not(tmp_path):
+def test_scf_speed_settings_may_change_between_runs_but_accuracy_may_not(tmp_path):
     engine = {"name": "lammps-tersoff", "mixer_damping": 0.4}
     gen.generate(_config(engine=engine), tmp_path, limit=1, progress=False)
-    faster = {**engine, "mixer_damping": 0.2}
+    faster = {**engine, "mixer_damping": 0.2, "guess": "eeq"}
     gen.generate(_config(engine=faster), tmp_path, limit=2, progress=False)
-    assert gen.load_config(tmp_path / "config.yaml")["engine"]["mixer_damping"] == 0.2
+    saved = gen.load_config(tmp_path / "config.yaml")["engine"]
+    assert (saved["mixer_damping"], saved["guess"]) == (0.2, "eeq")
     with pytest.raises(ConfigError, match="engine"):
         gen.generate(_config(engine={**faster, "accuracy": 0.1}), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="`engine.guess` must be one of"):
+        _config(engine={**faster, "guess": "huckel"})
 
 
 def test_kill_9_leaves_no_half_shard_and_rerun_completes(tmp_path):
@@ -218,10 +221,11 @@ def test_tblite_labels_hbn_with_provenance():
 
 
 @pytest.mark.engines
-def test_tblite_mixer_damping_changes_speed_not_energy():
+def test_tblite_scf_speed_settings_change_speed_not_energy():
     pytest.importorskip("tblite", reason="the `data` extra (tblite) is not installed")
     atoms, _ = build_sheet(np.random.default_rng(1), "hetero", 4, 4, pattern="stripes")
-    default, damped = engines.TBLiteEngine(), engines.TBLiteEngine(mixer_damping=0.2)
-    assert damped.provenance()["settings"]["mixer_damping"] == 0.2
+    default = engines.TBLiteEngine()
+    damped = engines.TBLiteEngine(mixer_damping=0.2, guess="eeq")
+    assert damped.provenance()["settings"]["guess"] == "eeq"
     difference = (damped.energy(atoms) - default.energy(atoms)) / len(atoms)
     assert abs(difference) < 1e-6  # eV/atom: the same self-consistent solution
