@@ -685,10 +685,10 @@ def evaluate_sheet(
         current one (two bands in memory).
     precision : {"float32", "mixed_bfloat16", "mixed_float16"}, default "float32"
         Precision of the network pass (a Keras dtype policy; weights stay float32, the sum
-        is float64).  ``"mixed_bfloat16"`` was 2.3x faster on the development CPU (AMX)
-        and moved the energy of a 10^4-atom sheet by 0.1 meV/atom (see
-        ``experiments/precision_speed.py``); the tile outputs are no longer equal to
-        plain tiling's to 1e-5.
+        is float64).  On the development CPU (AMX) ``"mixed_bfloat16"`` ran the network
+        2.0-2.3x and the whole evaluation 1.2x faster on 10^5-10^6 atoms and moved the
+        default model's energy by -0.32 meV/atom (``experiments/precision_speed.py``);
+        the tile outputs are then no longer equal to plain tiling's to 1e-5.
 
     Returns
     -------

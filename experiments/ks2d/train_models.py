@@ -603,10 +603,11 @@ def main(argv: list[str] | None = None) -> dict:
             for i, t in enumerate(TARGETS)
         },
     }
-    previous = {}
+    previous, previous_result = {}, {}
     previous_path = output_path(args.out, args.name, "train_models.json")
     if any(m not in args.only for m in models) and previous_path.exists():
-        previous = json.loads(previous_path.read_text())["epochs"]
+        previous_result = json.loads(previous_path.read_text())
+        previous = previous_result["epochs"]
 
     # Energy models: (key in the splits, model id, splits to train on, row label).
     energy_runs = [("density", "density", splits), ("v_ext", "v_ext", splits)]
@@ -662,6 +663,12 @@ def main(argv: list[str] | None = None) -> dict:
         label = result["labels"][model_id]
         parity_rows[label] = (true, predicted, data["test"]["n_electrons"])
         print(f"{model_id}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
+
+    if args.transfer_targets is None and "transfer" in previous_result.get("energy_mae_mHa", {}):
+        # Rerunning other models without --transfer-targets keeps the stored transfer row.
+        result["transfer"] = previous_result["transfer"]
+        for key in ("energy_mae_mHa", "epochs", "tiles", "labels"):
+            result[key]["transfer"] = previous_result[key]["transfer"]
 
     start = time.perf_counter()
     path = output_path(args.out, args.name, "dcign_density_from_v_ext.keras")
