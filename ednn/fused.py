@@ -341,13 +341,17 @@ class FusedTileNetwork:
     def on_periodic(self, images, training=None) -> tf.Tensor:
         """Outputs per focus region of periodic images, without a context halo.
 
-        Each valid convolution or pooling (kernel ``k``, stride ``s``) is given the ``k - s``
-        pixels it needs past the image's end from the image's own start, so every layer works
-        on one period of its (periodic) input: no pixel is computed twice.  The images are
-        first rolled by the context so that region ``(i, j)`` sees the pixels its tile holds.
-        The result equals :meth:`__call__` with a periodic boundary (and plain tiling), at
-        ``H W`` rather than ``(H + 2 c0)(W + 2 c1)`` pixels of work: 1.4x less for a
-        352 x 352 image with the default 32-pixel context.
+        A valid convolution or pooling (kernel ``k``, stride ``s``) needs ``k - s`` pixels past
+        the end of one period of its input to give one period of output; they are the
+        period's own first pixels.  The trunk's layers up to its last strided one get theirs
+        at once, as one small halo added to the input (8 pixels for the default model); each
+        later layer wraps its own input, so every layer computes about one period of its
+        output and no context pixel is convolved twice.  The images are first rolled by the
+        context so that region ``(i, j)`` sees the pixels its tile holds.  The result equals
+        :meth:`__call__`'s with a periodic boundary (and plain tiling) exactly; the work is
+        about ``H W`` pixels rather than ``(H + 2 c0)(W + 2 c1)``.  Measured with the default
+        model (``experiments/periodic_pass_speed.py``): a training step on 80 x 224 images
+        1.59x faster than with the halo, a 352 x 336 sheet 1.09x.
 
         Args:
             images: `(batch, H, W, C)`, H and W multiples of the focus (one period each).

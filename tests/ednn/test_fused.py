@@ -131,8 +131,9 @@ def test_global_pooling_and_valid_max_pooling_networks_fuse_exactly():
 
 
 def test_periodic_pass_without_halo_equals_padded_pass_and_tiling():
-    # Dilated convolution, an overlapping pooling (kernel 3 > stride 2) and a context that is
-    # neither a multiple of the focus nor of the stride: each layer wraps its own overhang.
+    # Dilated convolution, an overlapping pooling (kernel 3 > stride 2), a strided layer after
+    # it and a context that is neither a multiple of the focus nor of the stride: the strided
+    # prefix reads one input halo, the head wraps its own input.
     inputs = keras.Input((FOCUS + 2 * 7, FOCUS + 2 * 7, 2))
     x = keras.layers.Conv2D(3, 3, dilation_rate=2, activation="relu")(inputs)
     x = keras.layers.MaxPooling2D(pool_size=3, strides=2)(x)
