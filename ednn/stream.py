@@ -415,23 +415,27 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _tile_network_in(model, precision: str):
-    """The model's tile network, or a copy of it computing under a mixed precision policy."""
+    """The model's tile network, or its copy computing under a mixed precision policy.
+
+    One copy per model and precision, shared by every path; :class:`_BandNetwork` copies
+    the model's current weights into it once per evaluation.
+    """
     if precision == "float32":
         return model.tile_network
-    import keras
+    cache = _COMPILED.setdefault(model, {})
+    if precision not in cache:
+        import keras
 
-    def layer_in(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": precision})
+        def layer_in(layer):
+            return layer.__class__.from_config({**layer.get_config(), "dtype": precision})
 
-    copy = keras.models.clone_model(model.tile_network, clone_function=layer_in)
-    copy.set_weights(model.tile_network.get_weights())
-    return copy
+        cache[precision] = keras.models.clone_model(model.tile_network, clone_function=layer_in)
+    return cache[precision]
 
 
 def _compiled(model, path: str, precision: str = "float32"):
     # path: "tiles" (a batch of tiles), "fused" (a padded band) or "periodic" (a whole
-    # periodic image, no halo).  A mixed-precision entry holds a copy of the tile network,
-    # whose weights _BandNetwork refreshes from the model at each evaluation.
+    # periodic image, no halo).
     cache = _COMPILED.setdefault(model, {})
     key = (path, precision)
     if key not in cache:
@@ -443,7 +447,9 @@ def _compiled(model, path: str, precision: str = "float32"):
             def outputs(tiles):
                 return network(tiles, training=False)
         else:
-            fused = FusedTileNetwork(network, model.focus, model.context, model.boundary)
+            fused = model.fused_network
+            if network is not model.tile_network:
+                fused = FusedTileNetwork(network, model.focus, model.context, model.boundary)
             if path == "fused":
 
                 def outputs(padded):
@@ -456,7 +462,7 @@ def _compiled(model, path: str, precision: str = "float32"):
         def run(images):
             return apply_energy_affine(tf.cast(outputs(images), tf.float32), scale, shift)
 
-        cache[key] = (tf.function(run, input_signature=signature), network)
+        cache[key] = tf.function(run, input_signature=signature)
     return cache[key]
 
 
@@ -487,17 +493,14 @@ class _BandNetwork:
         self.batch_size = check_positive_int(
             DEFAULT_TILE_BATCH if batch_size is None else batch_size, "batch_size"
         )
-        self._run = self._function(self.path)
-
-    def _function(self, path: str):
-        run, network = _compiled(self.model, path, self.precision)
-        if network is not self.model.tile_network:
-            network.set_weights(self.model.tile_network.get_weights())  # the model's current ones
-        return run
+        network = _tile_network_in(model, precision)
+        if network is not model.tile_network:
+            network.set_weights(model.tile_network.get_weights())  # the model's current ones
+        self._run = _compiled(model, self.path, precision)
 
     def periodic(self, image: np.ndarray) -> np.ndarray:
         """Per-region outputs of a whole periodic image (fused path, no halo)."""
-        return self._function("periodic")(image[None])[0].numpy()
+        return _compiled(self.model, "periodic", self.precision)(image[None])[0].numpy()
 
     def __call__(self, padded: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
         if self.path == "fused":

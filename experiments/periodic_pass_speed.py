@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ednn._io import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 #: (batch, height, width) in pixels of 0.15 Å: training batches of the shipped dataset's
 #: smallest and largest cells (160-280 atoms) and whole sheets of ~10^3 and ~3 x 10^3 atoms.
@@ -125,10 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_count": os.cpu_count(),
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.output)
+    atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")
 
 

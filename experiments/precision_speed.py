@@ -19,6 +19,8 @@ import os
 import time
 from pathlib import Path
 
+from ednn._io import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -83,10 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_count": os.cpu_count(),
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.output)
+    atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")
 
 

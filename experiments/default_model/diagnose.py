@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ednn._io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SUPERCELLS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (3, 1, 1), (1, 3, 1), (2, 2, 1)]
@@ -120,11 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         "by_split_and_recipe": by_group,
         "stretch": stretch,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"diagnose_{args.name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
 
 
