@@ -78,7 +78,10 @@ DEFAULTS: dict = {
         "early_stopping": {"patience": 30, "min_delta": 0.0},  # patience 0: off
         "seed": 0,
         "shuffle": True,
-        "augment": {"translate": True, "flip": True},  # or true / false for both
+        # translate/flip: whole-pixel rolls and mirrors of the cached image (or true / false
+        # for both); subpixel: also move the atoms by a random fraction of a pixel and
+        # rasterize afresh every epoch (periodic sheets; costs a rasterization per image)
+        "augment": {"translate": True, "flip": True, "subpixel": False},
         "cache": True,
         "workers": 2,
         "eval_batch_size": 16,
@@ -149,6 +152,8 @@ def validate_config(user: dict | None) -> dict:
         value = require(train_cfg[key], int, f"training.{key}")
         if value < (0 if key in ("epochs", "seed") else 1):
             raise ConfigError(f"`training.{key}` must be positive. Received: {value}")
+    for key, value in train_cfg["augment"].items():
+        require(value, bool, f"training.augment.{key}")
     if train_cfg["loss"] not in ("mse", "mae"):
         raise ConfigError(
             f"`training.loss` must be 'mse' or 'mae'. Received: {train_cfg['loss']!r}"

@@ -101,6 +101,33 @@ class ImageSet:
             return self.images_[index]
         return rasterize(self.frames_[index], self.spec)
 
+    def translated_image(self, index: int, shift: Sequence[float]) -> np.ndarray:
+        """The image of periodic structure ``index`` moved by ``shift = (dy, dx)`` pixels.
+
+        The atoms are translated by ``shift`` times the image's pixel size (Å) and
+        rasterized afresh, so a fractional shift moves them between the pixel centres: an
+        exact symmetry of the energy that whole-pixel rolls of a cached image cannot show
+        (a whole-pixel shift gives the rolled image).
+
+        Raises
+        ------
+        ValueError
+            If the set holds ready-made images (no structures) or ``index`` is not a
+            periodic sheet.
+        """
+        if self.frames_ is None or self.spec is None:
+            raise ValueError(
+                "sub-pixel translations need the structures; this set holds ready-made "
+                "images (HDF5), which cannot be rasterized again"
+            )
+        if not self.periodic[index]:
+            raise ValueError(f"structure {self.ids[index]} is not periodic; only sheets move")
+        layout = raster_layout(self.frames_[index], self.spec)
+        atoms = layout.sheet.copy()
+        (dy, dx) = (float(v) * h for v, h in zip(shift, layout.spacing, strict=True))
+        atoms.translate([dx, dy, 0.0])
+        return rasterize(atoms, self.spec)
+
     def images(self, indices: Sequence[int], workers: int = 1) -> list[np.ndarray]:
         """Images of several structures, rasterizing uncached ones with ``workers`` threads."""
         indices = [int(i) for i in indices]
@@ -433,14 +460,22 @@ def make_tf_dataset(
     (int32 scalar), ``b`` being this rank's share (:func:`shard`).  A rank whose share of a
     small batch is empty gets one structure of the batch with mask 0, so that every rank
     takes part in every step's collectives (TensorFlow's convolutions fail on empty
-    batches).  With ``augment`` (``{"translate": bool, "flip": bool}``) each image gets a
-    random energy-preserving symmetry drawn from ``default_rng([seed, epoch, index])``, so
-    the draw does not depend on batching or on the number of processes.
+    batches).  With ``augment`` (``{"translate": bool, "flip": bool, "subpixel": bool}``)
+    each image gets a random energy-preserving symmetry drawn from
+    ``default_rng([seed, epoch, index])``, so the draw does not depend on batching or on the
+    number of processes.  ``subpixel`` first moves a periodic sheet's atoms by a uniform
+    random fraction of a pixel along y and x (from ``default_rng([seed, epoch, index, 1])``)
+    and rasterizes it afresh (:meth:`ImageSet.translated_image`), ignoring its cached image.
     """
     import tensorflow as tf
 
     n_targets = targets.shape[1]
     sizes = data.n_atoms if sizes is None else np.asarray(sizes)
+    if augment and augment.get("subpixel") and data.frames_ is None:
+        raise ValueError(
+            "augment.subpixel needs the structures; this set holds ready-made images "
+            "(HDF5), which cannot be rasterized again. Set training.augment.subpixel: false."
+        )
 
     def generate():
         for batch in batches:
@@ -448,7 +483,10 @@ def make_tf_dataset(
             mask = np.ones(len(mine), np.float32)
             if not len(mine):
                 mine, mask = np.asarray(batch[:1]), np.zeros(1, np.float32)
-            images = data.images(mine, workers=workers)
+            if augment and augment.get("subpixel"):
+                images = _translated_images(data, mine, seed, epoch, workers)
+            else:
+                images = data.images(mine, workers=workers)
             if augment:
                 images = [
                     augment_image(
@@ -477,3 +515,20 @@ def make_tf_dataset(
     )
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     return dataset.prefetch(prefetch)
+
+
+def _translated_images(
+    data: ImageSet, indices: Sequence[int], seed: int, epoch: int, workers: int
+) -> list[np.ndarray]:
+    # Periodic sheets moved by a random sub-pixel shift; flakes keep their own image.
+    def one(index: int) -> np.ndarray:
+        index = int(index)
+        if not data.periodic[index]:
+            return data.image(index)
+        shift = np.random.default_rng([seed, epoch, index, 1]).random(2)
+        return data.translated_image(index, shift)
+
+    if workers > 1 and len(indices) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(one, indices))
+    return [one(i) for i in indices]

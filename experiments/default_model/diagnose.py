@@ -11,11 +11,15 @@ structure of the dataset:
   spread (max - min) of the predicted energy per atom is an error the labels cannot see;
   with ``--grid-average``, also the held-out (test and independent-MD) MAE of the average
   over those supercells against that of the structure as given: how much of the error the
-  stretch makes.
+  stretch makes;
+* the translation sensitivity (``--translations``): the same cell moved by whole pixels
+  (16 shifts spread over one 16-pixel focus region, i.e. over the alignments of the tile
+  grid) and by fractions of a pixel (a 4 x 4 grid of quarter pixels). An exact model gives
+  the same energy for all; the spread (max - min, meV/atom) is noise the labels cannot see.
 
     python experiments/default_model/diagnose.py --model runs/finetune_s6/best.keras \\
         --split runs/finetune_s6/split.json --name session6_model [--stretch-sample 30] \\
-        [--grid-average]
+        [--grid-average] [--translations]
 
 Prints tables and writes ``experiments/results/diagnose_<name>.json``.
 """
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stretch-sample", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid-average", action="store_true")
+    parser.add_argument("--translations", action="store_true")
     args = parser.parse_args(argv)
 
     from ednn.data.generate import read_shards
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{stretch['held_out_mae_as_given']:.2f}, averaged over the supercells "
             f"{stretch['held_out_mae_grid_averaged']:.2f} meV/atom"
         )
+    if args.translations:
+        stretch["translations"] = _translation_spreads(predictor, [frames[i] for i in sample])
     result = {
         "description": __doc__.split("\n\n")[0],
         "model": args.model,
@@ -124,6 +131,43 @@ def main(argv: list[str] | None = None) -> None:
     path = RESULTS / f"diagnose_{args.name}.json"
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
+
+
+def _translation_spreads(predictor, frames) -> dict:
+    """Spread (meV/atom) of the energy per atom of each cell over whole- and sub-pixel moves."""
+    from ednn.raster import raster_layout
+
+    spreads: dict[str, list[float]] = {"whole_pixel": [], "sub_pixel": []}
+    for atoms in frames:
+        sheet, _ = predictor.evaluation_cell(atoms)
+        layout = raster_layout(sheet, predictor.spec)
+        (dy, dx) = layout.spacing
+
+        def per_atom(py: float, px: float, layout=layout, dy=dy, dx=dx) -> float:
+            moved = layout.sheet.copy()
+            moved.translate([px * dx, py * dy, 0.0])
+            return predictor.predict(moved).energy / len(moved)
+
+        # Whole pixels: 16 distinct offsets modulo the 16-pixel focus along each axis.
+        whole = [
+            per_atom(4 * i + 2 * (j % 2), 4 * j + 2 * (i % 2)) for i in range(4) for j in range(4)
+        ]
+        sub = [per_atom(i / 4, j / 4) for i in range(4) for j in range(4)]
+        spreads["whole_pixel"].append(1e3 * float(np.ptp(whole)))
+        spreads["sub_pixel"].append(1e3 * float(np.ptp(sub)))
+    summary = {
+        f"{kind}_{stat}_spread_meV_per_atom": float(getattr(np, stat)(values))
+        for kind, values in spreads.items()
+        for stat in ("mean", "max")
+    }
+    print(
+        "translations: energy per atom spreads by "
+        f"{summary['whole_pixel_mean_spread_meV_per_atom']:.1f} (max "
+        f"{summary['whole_pixel_max_spread_meV_per_atom']:.1f}) over whole-pixel moves, "
+        f"{summary['sub_pixel_mean_spread_meV_per_atom']:.1f} (max "
+        f"{summary['sub_pixel_max_spread_meV_per_atom']:.1f}) over sub-pixel moves"
+    )
+    return {"structures": len(frames), **summary}
 
 
 if __name__ == "__main__":

@@ -234,6 +234,11 @@ def test_species_belong_in_the_data_section():
         train({"data": {"path": "x"}, "raster": {"species": ["C"]}})
 
 
+def test_augmentation_switches_must_be_booleans():
+    with pytest.raises(ConfigError, match=r"training\.augment\.subpixel.*bool"):
+        train({"data": {"path": "x"}, "training": {"augment": {"subpixel": "yes"}}})
+
+
 def test_a_run_directory_is_never_overwritten_silently(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

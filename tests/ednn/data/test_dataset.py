@@ -137,3 +137,42 @@ def test_a_rank_with_an_empty_share_gets_a_masked_structure():
     stream = make_tf_dataset(data, batches, data.targets, rank=1, size=2)
     masks = [mask.numpy().tolist() for (_, _, _, mask, _) in stream]
     assert masks == [[1.0], [0.0]]  # rank 1 holds [2] of the first batch, nothing of [1]
+
+
+def sheet_set(**kwargs) -> ImageSet:
+    frames = [rippled_sheet(seed) for seed in range(3)]
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, energy=-9.0 * len(atoms))
+    return ImageSet.from_structures(frames, SPEC, **kwargs)
+
+
+def test_translated_image_rolls_by_whole_pixels_and_moves_atoms_between_pixels():
+    data = sheet_set()
+    image = data.image(0)
+    np.testing.assert_allclose(data.translated_image(0, (3, 5)), roll(image, (3, 5)), atol=1e-5)
+    half = data.translated_image(0, (0.5, 0.5))
+    assert half.shape == image.shape
+    assert np.abs(half - image).max() > 0.1  # Gaussians now between the pixel centres
+    # The Gaussians only moved: each species channel keeps its total weight.
+    np.testing.assert_allclose(half[..., :3].sum((0, 1)), image[..., :3].sum((0, 1)), rtol=1e-4)
+
+
+def test_subpixel_augmentation_redraws_images_reproducibly_and_needs_structures():
+    data = sheet_set()
+    data.cache()
+    plan = [np.array([0, 1, 2])]
+    targets = data.targets
+
+    def first_batch(epoch, augment):
+        stream = make_tf_dataset(data, plan, targets, augment=augment, seed=4, epoch=epoch)
+        return next(iter(stream))[0].numpy()
+
+    still = {"translate": False, "flip": False, "subpixel": True}
+    moved = first_batch(0, still)
+    np.testing.assert_array_equal(moved, first_batch(0, still))
+    assert not np.allclose(moved, first_batch(1, still))
+    cached = np.stack(data.images([0, 1, 2]))
+    assert np.abs(moved - cached).max() > 0.05
+    ready_made = ImageSet.from_arrays(cached, targets)
+    with pytest.raises(ValueError, match="ready-made images"):
+        make_tf_dataset(ready_made, plan, targets, augment=still)
