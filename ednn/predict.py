@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ednn.raster import SPACING_TOLERANCE, RasterSpec, commensurate_sheet
+from ednn.raster import SPACING_TOLERANCE, commensurate_sheet
 from ednn.structio import StructureFileError, read_frames
 
 #: Above this many atoms (in the evaluated cell) ``ednn energy`` shows a progress bar over
@@ -106,9 +106,12 @@ class Predictor:
         meta = model.metadata
         if "raster" not in meta:
             raise ValueError("the model carries no `raster` settings in its metadata")
-        focus = tuple(model.focus)
+        from ednn.stream import model_raster_spec
+
         self.model = model
-        self.spec = dataclasses.replace(RasterSpec.from_dict(meta["raster"]), multiple_of=focus)
+        # The same grid rule as evaluate_sheet (lcm of the stored multiple and the focus), so
+        # evaluation_cell is the cell that is actually rasterized.
+        self.spec = model_raster_spec(model)
         self.reference = {
             str(k): float(v) for k, v in (meta.get("reference_energies") or {}).items()
         }

@@ -115,6 +115,43 @@ def test_prediction_equals_the_model_called_on_the_whole_image(model_path):
     assert result.energy == pytest.approx(network + predictor.reference_energy(atoms), rel=1e-6)
 
 
+def test_evaluation_cell_follows_a_stored_raster_multiple(tmp_path):
+    # A hand-built model whose stored raster multiple (3 px) is not the focus (8 px): the
+    # image must be a multiple of both (24 px), and evaluation_cell must be the cell that
+    # evaluate_sheet rasterizes, or the multiplicity divides the wrong energy.
+    import dataclasses
+
+    import keras
+
+    from ednn.raster import rasterize
+    from ednn.stream import model_raster_spec
+
+    keras.utils.set_random_seed(1)
+    spec = dataclasses.replace(SPEC, multiple_of=(3, 3))
+    model = build_ednn(
+        focus=8,
+        context=4,
+        n_channels=spec.n_channels,
+        conv_layers=((4, 3, 1, 1),),
+        dense_units=(8,),
+        padding="valid",
+        metadata={"raster": spec.to_dict()},
+    )
+    predictor = predict.Predictor(model)
+    assert predictor.spec == model_raster_spec(model)
+    assert predictor.spec.multiple_of == (24, 24)
+    # 4.8 x 7.2 Å is 16 x 24 px: only a threefold repeat along x fits 24-px regions.
+    atoms = Atoms("C3", positions=[(0.5, 1.0, 10.0), (2.0, 3.0, 10.0), (3.5, 5.5, 10.0)])
+    atoms.cell = (4.8, 7.2, 20.0)
+    atoms.pbc = True
+    result = predictor.predict(atoms)
+    sheet, multiplicity = predictor.evaluation_cell(atoms)
+    image = rasterize(sheet, predictor.spec)
+    assert multiplicity == 3 and image.shape[:2] == (24, 48)
+    network = float(np.asarray(model(image[None]))[0, 0])
+    assert result.energy == pytest.approx(network / multiplicity, rel=1e-5)
+
+
 def test_hexagonal_cell_gives_same_energy_per_atom_as_rectangular(model_path):
     predictor = predict.Predictor(predict.load_model(model_path))
     hexagonal = graphene(vacuum=15.0) * (5, 5, 1)
