@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import ednn  # noqa: F401  (registers the Keras objects)
+from ednn._io import atomic_path, atomic_write_text
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
 from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
@@ -383,16 +384,8 @@ def train_dcign(splits, pixel_area, focus, context, schedule, logdir) -> tuple:
     return model, predicted, len(history.epoch)
 
 
-def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> None:
-    """Parity plots of the energy models and a few DCIGN densities.
-
-    ``rows`` maps a row label to ``(true, predicted, n_electrons)``, energies ``(m, 6)`` in Ha.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _parity(out: Path, name: str | None, rows: dict, plt) -> None:
+    """Predicted against true energies, one row of panels per model."""
     (fig, axes) = plt.subplots(
         len(rows), len(TARGETS), figsize=(3 * len(TARGETS), 3 * len(rows)), squeeze=False
     )
@@ -409,9 +402,28 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
             ax.set_ylabel("predicted (Ha)", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(output_path(out, name, "energies_parity.png"), dpi=110)
+    _save(fig, output_path(out, name, "energies_parity.png"), dpi=110)
     plt.close(fig)
 
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """Write a figure as PNG atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+
+
+def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> None:
+    """Parity plots of the energy models and a few DCIGN densities.
+
+    ``rows`` maps a row label to ``(true, predicted, n_electrons)``, energies ``(m, 6)`` in Ha.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if rows:
+        _parity(out, name, rows, plt)
     if density_pred is None:
         return
     picks = range(min(4, len(test["density"])))
@@ -435,7 +447,7 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
             ax.set_yticks([])
             fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(output_path(out, name, "densities.png"), dpi=100)
+    _save(fig, output_path(out, name, "densities.png"), dpi=100)
     plt.close(fig)
 
 
@@ -629,7 +641,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"transfer: paired {summary['paired']} (unpaired {summary['unpaired']})")
         energy_runs.append(("density", "transfer", paired))
 
-    parity_rows = {}
+    (parity_rows, kept_rows) = ({}, [])
     for key, model_id, data in energy_runs:
         filename = f"ednn_energies_from_{key}.keras"
         if model_id == "transfer":
@@ -637,7 +649,14 @@ def main(argv: list[str] | None = None) -> dict:
         path = output_path(args.out, args.name, filename)
         start = time.perf_counter()
         if model_id not in args.only and not path.exists():
-            print(f"{model_id}: not trained yet ({path} missing), left out")
+            if model_id in previous_result.get("energy_mae_mHa", {}):
+                # The 7 MB energy models are not committed: keep the stored row as it is.
+                for field in ("energy_mae_mHa", "epochs", "tiles"):
+                    result[field][model_id] = previous_result[field][model_id]
+                kept_rows.append(model_id)
+                print(f"{model_id}: {path} missing, the stored row is kept")
+            else:
+                print(f"{model_id}: not trained yet ({path} missing), left out")
             continue
         if model_id in args.only:
             provenance = {}
@@ -700,12 +719,13 @@ def main(argv: list[str] | None = None) -> dict:
         result["density_energies"] = density_energy_errors(test, density_pred[..., 0], config)
         print(f"dcign: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
-    output_path(args.out, args.name, "train_models.json").write_text(
-        json.dumps(result, indent=1) + "\n"
+    atomic_write_text(
+        output_path(args.out, args.name, "train_models.json"), json.dumps(result, indent=1) + "\n"
     )
     table = markdown(result)
-    output_path(args.out, args.name, "train_models.md").write_text(table)
-    plot(args.out, args.name, parity_rows, test, density_pred)
+    atomic_write_text(output_path(args.out, args.name, "train_models.md"), table)
+    # A parity figure without the rows kept from an earlier run would lose them: keep the old.
+    plot(args.out, args.name, {} if kept_rows else parity_rows, test, density_pred)
     print(table)
     return result
 
