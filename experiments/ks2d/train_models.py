@@ -26,6 +26,12 @@ the DCIGN with image summaries of predicted validation densities (``tensorboard/
     python experiments/ks2d/train_models.py --data data/ks2d-sho-hybrid-2k --name hybrid-2k \\
         --transfer-targets data/ks2d-sho-lda-2k
 
+Every model is checkpointed after each epoch in ``--out``/``checkpoints/`` (ignored by git):
+a run cut off by the end of a session, ``kill -9`` or ``--minutes`` before its ``--epochs``
+continues with ``--resume`` (same arguments), losing at most the epoch in progress
+(:class:`ednn.resumable.ResumableFit`). The results are written, and the checkpoints
+removed, only once every model asked for has finished.
+
 Splits follow the generator's seeded assignment of ids (``split_ids`` of the config), so a
 dataset still being generated can be used: only the packed shards are read.
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -43,12 +50,14 @@ import tensorflow as tf
 
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn._io import atomic_path, atomic_write_text
+from ednn.checkpoint import save_model_atomic
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
 from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.xc import Functional
 from ednn.model import build_ednn
+from ednn.resumable import ResumableFit
 
 TARGETS = ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total")
 LABELS = ("T_s", "E_ext", "E_H", "E_x", "E_c", "E_total")
@@ -236,10 +245,10 @@ class Schedule:
 
     Without ``epochs`` the learning rate halves on a validation plateau and training stops
     early (patience 25) or at the budget; with ``epochs`` it follows a cosine decay to 1 %
-    over that many epochs (the budget still caps it). Either way the weights of the best
-    validation loss are kept. ``augment`` applies a random symmetry of the square grid
-    (:func:`ednn.ks2d.grid.apply_symmetry`, 8 elements) to every training image each time
-    it is drawn; the energies are invariant under them (tested to 1e-9 Ha).
+    over that many epochs (the budget still caps it: ``--resume`` continues). Either way
+    the weights of the best validation loss are kept. ``augment`` applies a random symmetry
+    of the square grid (:func:`ednn.ks2d.grid.apply_symmetry`, 8 elements) to every
+    training image each time it is drawn; the energies are invariant under them (tested to 1e-9 Ha).
     """
 
     def __init__(self, minutes, epochs=None, lr=1e-3, batch_size=16, augment=False, seed=0):
@@ -257,32 +266,41 @@ class Schedule:
         decay = keras.optimizers.schedules.CosineDecay(self.lr, steps, alpha=0.01)
         return keras.optimizers.Adam(decay)
 
-    def callbacks(self) -> list:
-        if self.epochs is None:
-            return [
-                TimeBudget(60 * self.minutes),
-                keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=8, min_lr=1e-5),
-                keras.callbacks.EarlyStopping(patience=25, restore_best_weights=True),
-            ]
-        return [
-            TimeBudget(60 * self.minutes),
-            keras.callbacks.EarlyStopping(patience=self.epochs, restore_best_weights=True),
-        ]
+    def fit(
+        self, model, x, y, validation_data, checkpoints: Path, callbacks=()
+    ) -> tuple[int, bool]:
+        """``model.fit`` on ``(x, y)`` (arrays or tuples of arrays) with this schedule.
 
-    def fit(self, model, x, y, validation_data, callbacks=()) -> keras.callbacks.History:
-        """``model.fit`` on ``(x, y)`` (arrays or tuples of arrays) with this schedule."""
-        data = tf.data.Dataset.from_tensor_slices((x, y))
-        n_train = int(data.cardinality())
-        data = data.shuffle(n_train, seed=self.seed, reshuffle_each_iteration=True)
-        if self.augment:
-            data = data.map(_random_symmetry(self.seed))
-        return model.fit(
-            data.batch(self.batch_size),
-            validation_data=validation_data,
-            epochs=self.epochs or 10_000,
-            verbose=0,
-            callbacks=[*self.callbacks(), *callbacks],
-        )
+        Continues the checkpoint in ``checkpoints`` if there is one and ends with the weights
+        of the best validation loss. Returns ``(epochs done, finished)``: ``finished`` is
+        false when ``--minutes`` ran out before ``epochs`` (a later ``--resume`` continues).
+        """
+        # Plateau schedules stop early; cosine ones run their epochs and keep the best.
+        checkpoint = ResumableFit(checkpoints, "val_loss", None if self.epochs else 25)
+        initial = checkpoint.restore(model)
+        target = self.epochs or 10_000
+        if initial:
+            print(f"  resuming {checkpoints.name} after epoch {initial}", flush=True)
+        if not checkpoint.stopped and initial < target:
+            data = tf.data.Dataset.from_tensor_slices((x, y))
+            n_train = int(data.cardinality())
+            data = data.shuffle(n_train, seed=self.seed + initial, reshuffle_each_iteration=True)
+            if self.augment:
+                data = data.map(_random_symmetry(self.seed + initial))
+            plateau = []
+            if self.epochs is None:
+                plateau = [keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=8, min_lr=1e-5)]
+            model.fit(
+                data.batch(self.batch_size),
+                validation_data=validation_data,
+                initial_epoch=initial,
+                epochs=target,
+                verbose=0,
+                callbacks=[TimeBudget(60 * self.minutes), *plateau, checkpoint, *callbacks],
+            )
+        checkpoint.load_best(model)
+        finished = self.epochs is None or checkpoint.stopped or checkpoint.epoch >= target
+        return checkpoint.epoch, finished
 
 
 def _random_symmetry(seed: int):
@@ -310,7 +328,7 @@ def _random_symmetry(seed: int):
 
 
 def train_energy_model(
-    splits, key, scale, focus, context, schedule, name=None, provenance=None
+    splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None
 ) -> tuple:
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -343,12 +361,14 @@ def train_energy_model(
         return keras.ops.mean(keras.ops.abs((y_pred - y_true) * weights))
 
     model.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
-    history = schedule.fit(model, x_train, y_train, validation_data=(x_val, y_val))
+    (epochs, finished) = schedule.fit(
+        model, x_train, y_train, validation_data=(x_val, y_val), checkpoints=checkpoints
+    )
     predicted = np.asarray(model.predict(x_test, batch_size=32, verbose=0), np.float64)
-    return model, predicted, len(history.epoch)
+    return model, predicted, epochs, finished
 
 
-def train_dcign(splits, pixel_area, focus, context, schedule, logdir) -> tuple:
+def train_dcign(splits, pixel_area, focus, context, schedule, logdir, checkpoints) -> tuple:
     keras.utils.set_random_seed(schedule.seed)
 
     def xy(split):
@@ -370,18 +390,20 @@ def train_dcign(splits, pixel_area, focus, context, schedule, logdir) -> tuple:
         loss="mae",
         metrics=[IntegratedDensityError()],
     )
-    history = schedule.fit(
+    model((train[0][0][:1], train[0][1][:1]))  # build the weights a checkpoint restores
+    (epochs, finished) = schedule.fit(
         model,
         train[0],
         train[1],
         validation_data=val,
+        checkpoints=checkpoints,
         callbacks=[
             keras.callbacks.TensorBoard(str(logdir), write_graph=False),
             DensityImages(logdir / "images", tuple(x[:4] for x in val[0]), val[1][:4], every=2),
         ],
     )
     predicted = np.asarray(model.predict(test[0], batch_size=32, verbose=0))
-    return model, predicted, len(history.epoch)
+    return model, predicted, epochs, finished
 
 
 def _parity(out: Path, name: str | None, rows: dict, plt) -> None:
@@ -573,6 +595,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="models to (re)train (default: all; 'transfer' only with --transfer-targets); "
         "the others are loaded from --out and re-scored",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the checkpoints that an interrupted run with the same arguments left "
+        "in --out/checkpoints",
+    )
     args = parser.parse_args(argv)
     if args.name is not None and (not args.name or "/" in args.name):
         parser.error(f"--name must be a non-empty file-name prefix. Received: {args.name!r}")
@@ -582,6 +610,16 @@ def main(argv: list[str] | None = None) -> dict:
     elif "transfer" in args.only and args.transfer_targets is None:
         parser.error("--only transfer needs --transfer-targets DIR")
     args.out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoints(model_id: str) -> Path:
+        return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
+
+    stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
+    if stale and not args.resume:
+        parser.error(
+            f"unfinished runs are checkpointed in {', '.join(stale)}: pass --resume to "
+            "continue them, or delete them to start afresh"
+        )
     (splits, config, pixel_area) = load_splits(args.data)
     schedule = Schedule(
         args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed
@@ -641,6 +679,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"transfer: paired {summary['paired']} (unpaired {summary['unpaired']})")
         energy_runs.append(("density", "transfer", paired))
 
+    def unfinished(model_id: str, epochs: int) -> None:
+        raise SystemExit(
+            f"{model_id}: --minutes ran out after epoch {epochs} of {args.epochs}; its "
+            f"checkpoint is in {checkpoints(model_id)}. Rerun the same command with --resume "
+            "to continue (results are written once every model has finished)."
+        )
+
     (parity_rows, kept_rows) = ({}, [])
     for key, model_id, data in energy_runs:
         filename = f"ednn_energies_from_{key}.keras"
@@ -662,11 +707,13 @@ def main(argv: list[str] | None = None) -> dict:
             provenance = {}
             if model_id == "transfer":
                 provenance = {"density_data": str(args.data), "targets": str(args.transfer_targets)}
-            (model, predicted, epochs) = train_energy_model(
+            (model, predicted, epochs, finished) = train_energy_model(
                 data, key, scales[key], args.focus, args.context, schedule,
-                name=f"ednn_{model_id}", provenance=provenance,
+                checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
             )  # fmt: skip
-            model.save(path)
+            if not finished:
+                unfinished(model_id, epochs)
+            save_model_atomic(model, path)
         else:
             model = keras.saving.load_model(path, compile=False)
             x_test = image(data["test"], key, scales[key])
@@ -696,10 +743,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"dcign: not trained yet ({path} missing), left out")
     elif "dcign" in args.only:
         logdir = args.out / "tensorboard" / (f"{args.name}_dcign" if args.name else "dcign")
-        (model, density_pred, epochs) = train_dcign(
-            splits, pixel_area, args.focus, args.context, schedule, logdir
+        (model, density_pred, epochs, finished) = train_dcign(
+            splits, pixel_area, args.focus, args.context, schedule, logdir, checkpoints("dcign")
         )
-        model.save(path)
+        if not finished:
+            unfinished("dcign", epochs)
+        save_model_atomic(model, path)
     else:
         model = keras.saving.load_model(path, compile=False)
         inputs = (test["v_ext"][..., None].astype("float32"), test["n_electrons"].astype("float32"))
@@ -726,6 +775,8 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write_text(output_path(args.out, args.name, "train_models.md"), table)
     # A parity figure without the rows kept from an earlier run would lose them: keep the old.
     plot(args.out, args.name, {} if kept_rows else parity_rows, test, density_pred)
+    for model_id in args.only:  # finished and written: the checkpoints have served
+        shutil.rmtree(checkpoints(model_id), ignore_errors=True)
     print(table)
     return result
 
