@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ednn.config import ConfigError, load_yaml
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.potentials import KINDS, sample_potential
 from ednn.ks2d.scf import KSFailure, solve
@@ -95,25 +96,19 @@ def load_config(config: dict | str | os.PathLike | None) -> dict:
 
     Raises
     ------
-    ValueError
-        For an unknown key (named in the message) or a value out of range.
+    ednn.config.ConfigError
+        A ``ValueError``: for a missing or malformed file, an unknown key (named in the
+        message) or a value out of range.
     """
     if config is None:
         user: dict = {}
     elif isinstance(config, dict):
         user = dict(config)
     else:
-        import yaml
-
-        with open(config) as handle:
-            user = yaml.safe_load(handle) or {}
-        if not isinstance(user, dict):
-            raise ValueError(
-                f"expected a mapping at the top of the config file. Received: {type(user).__name__}"
-            )
+        user = load_yaml(config)  # a missing or malformed file is a ConfigError naming it
     unknown = sorted(set(user) - set(DEFAULTS))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"expected config keys among {sorted(DEFAULTS)}. Received unknown key(s): {unknown}"
         )
     merged = {**DEFAULTS, **user}
@@ -121,39 +116,39 @@ def load_config(config: dict | str | os.PathLike | None) -> dict:
     merged["splits"] = dict(user.get("splits") or DEFAULTS["splits"])
     unknown_scf = sorted(set(merged["scf"]) - set(SCF_KEYS))
     if unknown_scf:
-        raise ValueError(
+        raise ConfigError(
             f"expected `scf` keys among {list(SCF_KEYS)}. Received unknown key(s): {unknown_scf}"
         )
     unknown_grid = sorted(set(merged["grid"]) - {"n", "box"})
     if unknown_grid:
-        raise ValueError(
+        raise ConfigError(
             f"expected `grid` keys 'n' and 'box'. Received unknown key(s): {unknown_grid}"
         )
     if merged["functional"] not in FUNCTIONALS:
-        raise ValueError(
+        raise ConfigError(
             f"`functional` must be one of {FUNCTIONALS}. Received: "
             f"functional={merged['functional']!r}"
         )
     if merged["potential"] not in KINDS:
-        raise ValueError(
+        raise ConfigError(
             f"`potential` must be one of {KINDS}. Received: potential={merged['potential']!r}"
         )
     electrons = merged["n_electrons"]
     electrons = [electrons] if isinstance(electrons, int) else list(electrons)
     if not electrons or not all(isinstance(e, int) and e >= 1 for e in electrons):
-        raise ValueError(
+        raise ConfigError(
             "`n_electrons` must be a positive int or a list of them. "
             f"Received: n_electrons={electrons!r}"
         )
     merged["n_electrons"] = electrons
     fractions = merged["splits"]
     if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"`splits` must map names to non-negative fractions. Received: splits={fractions!r}"
         )
     for key in ("count", "shard_size", "workers"):
         if not isinstance(merged[key], int) or merged[key] < 1:
-            raise ValueError(f"`{key}` must be a positive int. Received: {key}={merged[key]!r}")
+            raise ConfigError(f"`{key}` must be a positive int. Received: {key}={merged[key]!r}")
     Grid(merged["grid"]["n"], merged["grid"]["box"])  # validates n and box
     return json.loads(json.dumps(merged))  # plain JSON types, as config.json stores them
 
@@ -348,7 +343,7 @@ def generate(
         keys = (set(previous) | set(config)) - {"workers"}
         changed = sorted(k for k in keys if previous.get(k) != config.get(k))
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 f"expected the config of the dataset already in {str(out)!r} to resume it; "
                 f"use a new directory. Received different values for: {changed}"
             )
@@ -488,10 +483,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (overrides config)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    if args.workers is not None:
-        config["workers"] = args.workers
-    manifest = generate(config, args.out, progress=not args.quiet)
+    try:
+        config = load_config(args.config)
+        if args.workers is not None:
+            config["workers"] = args.workers
+        manifest = generate(config, args.out, progress=not args.quiet)
+    except ConfigError as err:
+        print(f"ednn ks2d-generate: error: {args.config}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ednn ks2d-generate: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     print(json.dumps(manifest, indent=1))
     return 0
 

@@ -130,3 +130,22 @@ def test_command_line_runs_in_process(tmp_path, capsys):
     config_path.write_text(json.dumps({**CONFIG, "count": 1}))  # JSON is valid YAML
     assert gen.main([str(config_path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["stored"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found"),
+        ("grid: [", "not valid YAML"),
+        ("- a list", "mapping"),
+        ("functionnal: lda", "functionnal"),
+    ],
+)
+def test_command_line_config_errors_are_one_line(tmp_path, capsys, content, message):
+    config_path = tmp_path / "config.yaml"
+    if content is not None:
+        config_path.write_text(content)
+    assert gen.main([str(config_path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ednn ks2d-generate: error:") and message in err
+    assert "Traceback" not in err
