@@ -248,7 +248,8 @@ class Schedule:
     over that many epochs (the budget still caps it: ``--resume`` continues). Either way
     the weights of the best validation loss are kept. ``augment`` applies a random symmetry
     of the square grid (:func:`ednn.ks2d.grid.apply_symmetry`, 8 elements) to every
-    training image each time it is drawn; the energies are invariant under them (tested to 1e-9 Ha).
+    training image each time it is drawn; the energies are invariant under them (tested
+    to 1e-9 Ha).
     """
 
     def __init__(self, minutes, epochs=None, lr=1e-3, batch_size=16, augment=False, seed=0):
