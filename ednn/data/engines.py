@@ -66,6 +66,9 @@ class TBLiteEngine:
         mixer_damping: float = 0.4,
         guess: str = "sad",
     ) -> None:
+        from ednn.data.blas import load_openblas
+
+        load_openblas()  # before tblite's library loads: its BLAS calls then go to OpenBLAS
         try:
             from tblite.ase import TBLite
         except ImportError as err:
