@@ -49,6 +49,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_savefig(fig, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Save a Matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line and fsync; a torn last line is ignored by :func:`read_lines`."""
     with open(path, "a", encoding="utf-8") as handle:

@@ -190,9 +190,7 @@ def _map_png(tile_map: np.ndarray, path: str, title: str) -> None:
     ax.set_xlabel("focus region along x")
     ax.set_ylabel("focus region along y")
     fig.tight_layout()
-    with _io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _io.atomic_savefig(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from ednn._io import atomic_path, atomic_write_text
+from ednn._io import atomic_savefig, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (160, 200, 240, 280)  # atoms, each +- 8
@@ -178,9 +178,7 @@ def _plot(rows: list[dict], fits: dict, path: Path) -> None:
     ax.set_ylabel("seconds per GFN1-xTB label (one thread)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    atomic_savefig(fig, path)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ednn._io import atomic_path, atomic_write_text
+from ednn._io import atomic_savefig, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SPLITS = ("test", "independent_md")
@@ -99,9 +99,7 @@ def _plot(summary: dict, path: Path) -> None:
     ax.set_title("Successive default models, one held-out set", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    atomic_savefig(fig, path)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 import ednn  # noqa: F401  (registers the Keras objects)
-from ednn._io import atomic_path, atomic_write_text
+from ednn._io import atomic_savefig, atomic_write_text
 from ednn.checkpoint import save_model_atomic
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
 from ednn.ks2d.energies import density_energies
@@ -425,14 +425,7 @@ def _parity(out: Path, name: str | None, rows: dict, plt) -> None:
             ax.set_ylabel("predicted (Ha)", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    _save(fig, output_path(out, name, "energies_parity.png"), dpi=110)
-    plt.close(fig)
-
-
-def _save(fig, path: Path, dpi: int) -> None:
-    """Write a figure as PNG atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+    atomic_savefig(fig, output_path(out, name, "energies_parity.png"), dpi=110)
 
 
 def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> None:
@@ -470,8 +463,7 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
             ax.set_yticks([])
             fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
-    _save(fig, output_path(out, name, "densities.png"), dpi=100)
-    plt.close(fig)
+    atomic_savefig(fig, output_path(out, name, "densities.png"), dpi=100)
 
 
 def tiles(model) -> str:
