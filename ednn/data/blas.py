@@ -2,13 +2,13 @@
 
 The ``tblite`` wheels link the netlib reference BLAS and LAPACK 3.8 (``tblite.libs/``).
 Its self-consistent cycle is dominated by dense linear algebra (the generalised
-eigenproblem of each iteration), which the reference routines run several times slower
-than OpenBLAS: a 160-atom GFN1-xTB label took 15.2 s with them and 4.6 s with OpenBLAS on
-one core here, with the same energy to 1e-12 eV (``docs/data.md``).
+eigenproblem of each iteration), which the reference routines run about 5x slower than
+OpenBLAS: 8 shipped structures of 158-280 atoms took 5.1x longer in all on one thread, with
+the same energies to 2e-5 meV/atom (``experiments/label_time.py``, ``docs/data.md``).
 
 :func:`load_openblas` loads an OpenBLAS shared library into the process with
 ``RTLD_GLOBAL`` *before* tblite's library is loaded, so the dynamic linker binds tblite's
-BLAS/LAPACK symbols (``dgemm_``, ``dsygvd_``, ...) to OpenBLAS, found first in the global
+BLAS/LAPACK symbols (``dgemm_``, ``dsyevd_``, ``dsygst_``, ...) to OpenBLAS, found first in the global
 scope. The library comes from, in order: the ``EDNN_OPENBLAS`` environment variable (a path;
 ``off`` disables the swap), or the ``cmeel-openblas`` wheel that the ``data`` extra installs
 on Linux (unprefixed symbols, unlike numpy's and scipy's own OpenBLAS). Without either,
