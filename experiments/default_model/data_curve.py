@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     source = RESULTS / f"{args.name}.json"
     results = json.loads(source.read_text(encoding="utf-8"))
-    models = results["models"] if "models" in results else results
+    models = results["models"]
     sizes, rows = [], []
     for name, record in models.items():
         match = re.search(r"\((\d+)\)\s*$", name)
