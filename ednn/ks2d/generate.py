@@ -23,6 +23,15 @@ Arrays in a shard (``m`` samples, grid ``n``, ``k`` levels padded with NaN):
 ``t_s, e_ext, e_hartree, e_x, e_c, entropy_term, e_total (m,)`` in Hartree (float64),
 convergence data ``iterations, energy_change, density_residual, eigen_residual,
 edge_density, wall_time (m,)``, and ``params (m,)``, the potential's parameters as JSON.
+
+Spin: by default (``magnetization: null``) every sample is spin-unpolarised, both spins
+in each orbital. With ``magnetization`` set, every sample is a spin-polarised
+(collinear, unrestricted) solution with fixed electrons per channel
+``n_↑ - n_↓ = M``: ``"lowest"`` takes ``M = N mod 2`` (singlets and doublets), an int or
+a list of ints gives the admissible ``M`` (drawn per sample among those with the parity
+of ``N`` and ``M <= N``). Such shards also hold ``n_up, n_down (m,)`` and
+``spin_densities (m, 2, n, n)`` (spin up first), and ``eigenvalues``/``occupations`` are
+per channel, ``(m, 2, k)``.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ DEFAULTS: dict = {
     "max_edge_density": 1e-6,
     "field_dtype": "float32",
     "workers": 1,
+    "magnetization": None,
 }
 
 SCF_KEYS = (
@@ -141,6 +151,7 @@ def load_config(config: dict | str | os.PathLike | None) -> dict:
             f"Received: n_electrons={electrons!r}"
         )
     merged["n_electrons"] = electrons
+    merged["magnetization"] = _check_magnetization(merged["magnetization"], electrons)
     fractions = merged["splits"]
     if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
         raise ConfigError(
@@ -151,6 +162,57 @@ def load_config(config: dict | str | os.PathLike | None) -> dict:
             raise ConfigError(f"`{key}` must be a positive int. Received: {key}={merged[key]!r}")
     Grid(merged["grid"]["n"], merged["grid"]["box"])  # validates n and box
     return json.loads(json.dumps(merged))  # plain JSON types, as config.json stores them
+
+
+def _check_magnetization(value: object, electrons: list[int]) -> str | list[int] | None:
+    # None, "lowest", or a list of non-negative ints admitting every electron count.
+    if value is None or value == "lowest":
+        return value
+    values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in values)
+    ):
+        raise ConfigError(
+            "`magnetization` (n_up - n_down) must be null, 'lowest', a non-negative int or a "
+            f"list of them. Received: magnetization={value!r}"
+        )
+    for n in electrons:
+        if not _admissible(values, n):
+            raise ConfigError(
+                f"`magnetization` must admit every electron count: n_up - n_down = M needs "
+                f"M <= N and M with the parity of N. Received: magnetization={value!r} "
+                f"and no admissible value for n_electrons={n}"
+            )
+    return list(values)
+
+
+def _admissible(values: list[int], n_electrons: int) -> list[int]:
+    return [m for m in values if m <= n_electrons and (n_electrons - m) % 2 == 0]
+
+
+def spin_counts(config: dict, n_electrons: int, rng: np.random.Generator) -> tuple[int, int] | None:
+    """Electrons per spin channel ``(n_up, n_down)`` of a sample, or None if unpolarised.
+
+    ``rng`` is drawn from only when ``config["magnetization"]`` admits several values for
+    ``n_electrons``.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> spin_counts({"magnetization": "lowest"}, 5, rng), spin_counts({"magnetization": None}, 4, rng)
+    ((3, 2), None)
+    """
+    value = config["magnetization"]
+    if value is None:
+        return None
+    if value == "lowest":
+        m = n_electrons % 2
+    else:
+        choices = _admissible(list(value), n_electrons)
+        m = choices[0] if len(choices) == 1 else int(rng.choice(choices))
+    return (n_electrons + m) // 2, (n_electrons - m) // 2
 
 
 def split_ids(count: int, fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
@@ -191,11 +253,13 @@ def solve_sample(config: dict, sample_id: int) -> dict:
         from ednn.ks2d.xc import Functional
 
         functional = Functional("hybrid", config["exact_exchange"])
+    spin = spin_counts(config, n_electrons, rng)  # after the potential: old datasets unchanged
     result = solve(
         v_ext,
         n_electrons,
         grid,
         functional,
+        spin=spin,
         smearing=config["smearing"],
         max_edge_density=config["max_edge_density"],
         keep_orbitals=False,
@@ -212,6 +276,8 @@ def solve_sample(config: dict, sample_id: int) -> dict:
         occupations=result.occupations,
         params=json.dumps(params),
     )
+    if spin is not None:
+        out.update(n_up=spin[0], n_down=spin[1], spin_densities=result.spin_densities)
     return out
 
 
@@ -261,12 +327,12 @@ def _pack_shard(out: Path, shard: int, ids: Sequence[int], config: dict) -> int:
                 samples.append({key: data[key] for key in data.files})
     arrays: dict[str, np.ndarray] = {}
     if samples:
-        width = max(len(s["eigenvalues"]) for s in samples)
+        width = max(s["eigenvalues"].shape[-1] for s in samples)
 
-        def padded(key: str) -> np.ndarray:
-            rows = np.full((len(samples), width), np.nan)
+        def padded(key: str) -> np.ndarray:  # (m, k) or, per spin channel, (m, 2, k)
+            rows = np.full((len(samples), *samples[0][key].shape[:-1], width), np.nan)
             for row, s in zip(rows, samples, strict=True):
-                row[: len(s[key])] = s[key]
+                row[..., : s[key].shape[-1]] = s[key]
             return rows
 
         arrays = {
@@ -280,6 +346,11 @@ def _pack_shard(out: Path, shard: int, ids: Sequence[int], config: dict) -> int:
             "params": np.array([str(s["params"]) for s in samples]),
             **{key: np.array([float(s[key]) for s in samples]) for key in SCALARS},
         }
+        if config.get("magnetization") is not None:
+            arrays["n_up"] = np.array([int(s["n_up"]) for s in samples])
+            arrays["n_down"] = np.array([int(s["n_down"]) for s in samples])
+            arrays["spin_densities"] = np.stack([s["spin_densities"] for s in samples])
+            arrays["spin_densities"] = arrays["spin_densities"].astype(dtype)
     _atomic_write_npz(_shard_path(out, shard), arrays)
     for i in ids:
         (out / "pending" / f"{i:08d}.npz").unlink(missing_ok=True)
@@ -457,11 +528,11 @@ def load_dataset(out: str | os.PathLike, split: str | None = None) -> dict[str, 
                 parts.append({key: data[key] for key in data.files})
     if not parts:
         raise ValueError(f"expected at least one stored sample in {str(out)!r}. Received: none")
-    width = max(p["eigenvalues"].shape[1] for p in parts)
+    width = max(p["eigenvalues"].shape[-1] for p in parts)
     for p in parts:
         for key in ("eigenvalues", "occupations"):
-            pad = width - p[key].shape[1]
-            p[key] = np.pad(p[key], ((0, 0), (0, pad)), constant_values=np.nan)
+            pad = [(0, 0)] * (p[key].ndim - 1) + [(0, width - p[key].shape[-1])]
+            p[key] = np.pad(p[key], pad, constant_values=np.nan)
     data = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(data["id"])
     if split is not None:

@@ -149,3 +149,50 @@ def test_command_line_config_errors_are_one_line(tmp_path, capsys, content, mess
     err = capsys.readouterr().err
     assert err.startswith("ednn ks2d-generate: error:") and message in err
     assert "Traceback" not in err
+
+
+def test_polarized_samples_store_spin_densities_per_channel(tmp_path):
+    config = {**CONFIG, "n_electrons": [2, 3], "count": 4, "magnetization": "lowest"}
+    manifest = gen.generate(config, tmp_path, progress=False)
+    assert manifest["stored"] == 4
+    data = gen.load_dataset(tmp_path)
+    n = data["n_electrons"]
+    assert sorted(set(n.tolist())) == [2, 3]  # a doublet and a closed shell
+    assert np.array_equal(data["n_up"] - data["n_down"], n % 2)
+    assert np.array_equal(data["n_up"] + data["n_down"], n)
+    spins = data["spin_densities"]
+    assert spins.shape == (4, 2, 32, 32) and data["eigenvalues"].shape[:2] == (4, 2)
+    h2 = (12.0 / 32) ** 2
+    assert np.allclose(spins.sum(axis=1), data["density"], atol=1e-6)
+    per_channel = spins.sum(axis=(2, 3)) * h2
+    assert np.allclose(per_channel, np.stack([data["n_up"], data["n_down"]], axis=1), atol=1e-5)
+    occupied = np.nansum(data["occupations"], axis=2)
+    assert np.allclose(occupied, per_channel, atol=1e-6)
+
+
+def test_closed_shell_polarized_run_reproduces_the_unpolarised_samples(dataset, tmp_path):
+    out, _ = dataset
+    unpolarised = gen.load_dataset(out)
+    config = {**CONFIG, "count": 2, "magnetization": 0}
+    gen.generate(config, tmp_path, progress=False)
+    polarised = gen.load_dataset(tmp_path)
+    assert polarised["n_up"].tolist() == polarised["n_down"].tolist() == [1, 1]
+    assert np.allclose(polarised["e_total"], unpolarised["e_total"][:2], atol=1e-6)
+    assert np.allclose(polarised["density"], unpolarised["density"][:2], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(1, "n_electrons=2"), ([3], "n_electrons=2"), ("highest", "'highest'"), (-2, "-2")],
+)
+def test_impossible_magnetization_is_named(value, message):
+    with pytest.raises(ValueError, match=message):
+        gen.load_config({**CONFIG, "magnetization": value})
+
+
+def test_magnetization_draws_among_admissible_values():
+    rng = np.random.default_rng(0)
+    config = {"magnetization": [0, 1, 2]}
+    drawn = {gen.spin_counts(config, 4, rng) for _ in range(40)}
+    assert drawn == {(2, 2), (3, 1)}
+    assert gen.spin_counts(config, 3, rng) == (2, 1)
