@@ -9,7 +9,7 @@ brackets, e.g. ``"session 6 (852)"``, fits ``MAE = a * N^-alpha`` per held-out s
     python experiments/default_model/compare_models.py \\
         --split experiments/default_model/data_curve.split.json \\
         --model "session 3 (328)=/tmp/s3.keras" "session 5 (631)=/tmp/s5.keras" \\
-        "session 6 (852)=ednn/models/default.keras" --name default_model_data_curve
+        "session 6 (852)=experiments/default_model/stage3_s6.keras" --name default_model_data_curve
     python experiments/default_model/data_curve.py --name default_model_data_curve
 
 Writes ``experiments/results/<name>_fit.json`` and ``<name>.png`` and prints the fit. The
