@@ -168,11 +168,9 @@ def _check_magnetization(value: object, electrons: list[int]) -> str | list[int]
     # None, "lowest", or a list of non-negative ints admitting every electron count.
     if value is None or value == "lowest":
         return value
-    values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(values, list)
-        or not values
-        or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in values)
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(
+        isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in values
     ):
         raise ConfigError(
             "`magnetization` (n_up - n_down) must be null, 'lowest', a non-negative int or a "
@@ -185,7 +183,7 @@ def _check_magnetization(value: object, electrons: list[int]) -> str | list[int]
                 f"M <= N and M with the parity of N. Received: magnetization={value!r} "
                 f"and no admissible value for n_electrons={n}"
             )
-    return list(values)
+    return values
 
 
 def _admissible(values: list[int], n_electrons: int) -> list[int]:
@@ -210,7 +208,7 @@ def spin_counts(config: dict, n_electrons: int, rng: np.random.Generator) -> tup
     if value == "lowest":
         m = n_electrons % 2
     else:
-        choices = _admissible(list(value), n_electrons)
+        choices = _admissible(value, n_electrons)
         m = choices[0] if len(choices) == 1 else int(rng.choice(choices))
     return (n_electrons + m) // 2, (n_electrons - m) // 2
 
@@ -346,11 +344,11 @@ def _pack_shard(out: Path, shard: int, ids: Sequence[int], config: dict) -> int:
             "params": np.array([str(s["params"]) for s in samples]),
             **{key: np.array([float(s[key]) for s in samples]) for key in SCALARS},
         }
-        if config.get("magnetization") is not None:
+        if config["magnetization"] is not None:
             arrays["n_up"] = np.array([int(s["n_up"]) for s in samples])
             arrays["n_down"] = np.array([int(s["n_down"]) for s in samples])
-            arrays["spin_densities"] = np.stack([s["spin_densities"] for s in samples])
-            arrays["spin_densities"] = arrays["spin_densities"].astype(dtype)
+            spins = np.stack([s["spin_densities"] for s in samples])
+            arrays["spin_densities"] = spins.astype(dtype)
     _atomic_write_npz(_shard_path(out, shard), arrays)
     for i in ids:
         (out / "pending" / f"{i:08d}.npz").unlink(missing_ok=True)
