@@ -33,13 +33,14 @@ def _import_keras_layers() -> None:
         sys.stderr.flush()
         saved = _os.dup(2)
     except (OSError, ValueError, AttributeError):
-        from ednn import dcign, layers, model
+        from ednn import count_baseline, dcign, layers, losses, model
 
         return
     with tempfile.TemporaryFile() as sink:
         _os.dup2(sink.fileno(), 2)
         try:
-            from ednn import dcign, layers, model  # noqa: F401  (registers Keras custom objects)
+            # Registers the Keras custom objects.
+            from ednn import count_baseline, dcign, layers, losses, model  # noqa: F401
         finally:
             _os.dup2(saved, 2)
             _os.close(saved)

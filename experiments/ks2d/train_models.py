@@ -51,11 +51,13 @@ import tensorflow as tf
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn._io import atomic_savefig, atomic_write_text
 from ednn.checkpoint import save_model_atomic
+from ednn.count_baseline import CountBaseline, count_reference
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
 from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.xc import Functional
+from ednn.losses import WeightedMAE
 from ednn.model import build_ednn
 from ednn.resumable import ResumableFit
 
@@ -223,6 +225,16 @@ def density_energy_errors(test: dict, predicted: np.ndarray, config: dict) -> di
     }
 
 
+def count_baseline_mae(train: dict, test: dict) -> dict:
+    """MAE (mHa) on `test` of the training mean energies per electron count."""
+    (counts, reference) = count_reference(train["n_electrons"], energies(train))
+    where = np.searchsorted(counts, test["n_electrons"])
+    if np.any(counts[np.minimum(where, len(counts) - 1)] != test["n_electrons"]):
+        return {t: float("nan") for t in TARGETS}  # a test count never seen in training
+    error = np.abs(reference[where] - energies(test))
+    return {t: float(1000 * error[:, i].mean()) for i, t in enumerate(TARGETS)}
+
+
 def energies(split: dict) -> np.ndarray:
     return np.stack([split[key] for key in TARGETS], axis=1).astype("float32")
 
@@ -329,15 +341,28 @@ def _random_symmetry(seed: int):
 
 
 def train_energy_model(
-    splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None
-) -> tuple:
+    splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
+    baseline=None, pixel_area=None,
+) -> tuple:  # fmt: skip
+    """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
+
+    With ``baseline="count"`` the EDNN learns the energies less the training mean of each
+    electron count, and the returned model (:class:`ednn.count_baseline.CountBaseline`)
+    adds that reference back, reading ``N`` from the image: the integral of the density
+    (``pixel_area`` in bohr²) or the potential image's count channel.
+    """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
     (y_train, y_val) = (energies(splits[s]) for s in ("train", "val"))
     n_tiles = (x_train.shape[1] // focus) * (x_train.shape[2] // focus)
+    residual = y_train
+    if baseline == "count":
+        (counts, reference) = count_reference(splits["train"]["n_electrons"], y_train)
+        where = np.searchsorted(counts, splits["train"]["n_electrons"])
+        residual = y_train - reference[where]
     # The network learns standardised energies: E = std * sum(out) + mean, spread over tiles.
-    mean = y_train.mean(axis=0)
-    std = y_train.std(axis=0)
+    mean = residual.mean(axis=0)
+    std = residual.std(axis=0)
     model = build_ednn(
         focus,
         context,
@@ -355,12 +380,16 @@ def train_energy_model(
         },
         name=name or f"ednn_{key}",
     )
-    # Loss on standardised energies so that every term weighs the same.
-    weights = (1.0 / std).astype("float32")
-
-    def loss(y_true, y_pred):
-        return keras.ops.mean(keras.ops.abs((y_pred - y_true) * weights))
-
+    if baseline == "count":
+        (count_from, channel, count_scale) = (
+            ("integral", 0, pixel_area / scale) if key == "density" else ("channel", 1, 8.0)
+        )
+        model = CountBaseline(
+            model, counts.tolist(), reference, count_from, channel, count_scale,
+            name=f"{model.name}_count_baseline",
+        )  # fmt: skip
+    # Loss on standardised energies (of what the network learns): every term weighs the same.
+    loss = WeightedMAE(1.0 / std)
     model.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
     (epochs, finished) = schedule.fit(
         model, x_train, y_train, validation_data=(x_val, y_val), checkpoints=checkpoints
@@ -466,8 +495,17 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
     atomic_savefig(fig, output_path(out, name, "densities.png"), dpi=100)
 
 
+def uncompiled(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` with its weights and no optimizer: a third of the file size."""
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def tiles(model) -> str:
     """A model's tiling, ``"focus+2x context"`` in pixels."""
+    if isinstance(model, CountBaseline):
+        model = model.model
     return f"{model.focus[0]}+2x{model.context[0]}"
 
 
@@ -479,6 +517,13 @@ def markdown(result: dict) -> str:
         f"Dataset `{result['data']}`: {result['sizes']} samples (train/val/test), "
         f"{result['grid']}² grid, functional {functional}, "
         f"potential {result.get('potential', '?')}. Test-set MAE in mHa.",
+    ]
+    if result.get("schedule", {}).get("baseline") == "count":
+        lines.append(
+            "The energy models learn each energy less the training mean for the sample's "
+            "electron count (added back by the saved model, `ednn.count_baseline`)."
+        )
+    lines += [
         "",
         "| input | " + " | ".join(LABELS) + " | epochs | tiles (px) |",
         "|---" * (len(LABELS) + 3) + "|",
@@ -495,6 +540,12 @@ def markdown(result: dict) -> str:
         + " | ".join(f"{result['baseline_mae_mHa'][t]:.1f}" for t in TARGETS)
         + " | – | – |"
     )
+    if "count_baseline_mae_mHa" in result:
+        lines.append(
+            "| predict the mean per N | "
+            + " | ".join(f"{result['count_baseline_mae_mHa'][t]:.1f}" for t in TARGETS)
+            + " | – | – |"
+        )
     transfer = result.get("transfer")
     if transfer:
         lines.append(
@@ -573,6 +624,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="random square-grid symmetry (8 elements) of every training image",
     )
     parser.add_argument(
+        "--baseline",
+        choices=("none", "count"),
+        default="none",
+        help="'count': the energy models learn each energy less the training mean for the "
+        "sample's electron count, which the saved model adds back (ednn.count_baseline)",
+    )
+    parser.add_argument(
         "--transfer-targets",
         type=Path,
         default=None,
@@ -636,6 +694,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": args.batch_size,
             "augment": args.augment,
             "seed": args.seed,
+            "baseline": args.baseline,
         },
         "energy_mae_mHa": {},
         "epochs": {},
@@ -645,6 +704,7 @@ def main(argv: list[str] | None = None) -> dict:
             t: float(1000 * np.abs(truths[:, i] - energies(splits["train"])[:, i].mean()).mean())
             for i, t in enumerate(TARGETS)
         },
+        "count_baseline_mae_mHa": count_baseline_mae(splits["train"], test),
     }
     previous, previous_result = {}, {}
     previous_path = output_path(args.out, args.name, "train_models.json")
@@ -688,7 +748,7 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         if model_id not in args.only and not path.exists():
             if model_id in previous_result.get("energy_mae_mHa", {}):
-                # The 7 MB energy models are not committed: keep the stored row as it is.
+                # Energy models of runs before they were committed: keep the stored row.
                 for field in ("energy_mae_mHa", "epochs", "tiles"):
                     result[field][model_id] = previous_result[field][model_id]
                 kept_rows.append(model_id)
@@ -703,10 +763,11 @@ def main(argv: list[str] | None = None) -> dict:
             (model, predicted, epochs, finished) = train_energy_model(
                 data, key, scales[key], args.focus, args.context, schedule,
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
+                baseline=args.baseline, pixel_area=pixel_area,
             )  # fmt: skip
             if not finished:
                 unfinished(model_id, epochs)
-            save_model_atomic(model, path)
+            save_model_atomic(uncompiled(model), path)
         else:
             model = keras.saving.load_model(path, compile=False)
             x_test = image(data["test"], key, scales[key])
