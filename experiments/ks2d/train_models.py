@@ -706,11 +706,15 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "count_baseline_mae_mHa": count_baseline_mae(splits["train"], test),
     }
-    previous, previous_result = {}, {}
     previous_path = output_path(args.out, args.name, "train_models.json")
-    if any(m not in args.only for m in models) and previous_path.exists():
-        previous_result = json.loads(previous_path.read_text())
-        previous = previous_result["epochs"]
+
+    def stored_result() -> dict:
+        """The results file as it is now: a run of other models may have finished meanwhile."""
+        if any(m not in args.only for m in models) and previous_path.exists():
+            return json.loads(previous_path.read_text())
+        return {}
+
+    previous_result = stored_result()
 
     # Energy models: (key in the splits, model id, splits to train on, row label).
     energy_runs = [("density", "density", splits), ("v_ext", "v_ext", splits)]
@@ -772,7 +776,8 @@ def main(argv: list[str] | None = None) -> dict:
             model = keras.saving.load_model(path, compile=False)
             x_test = image(data["test"], key, scales[key])
             predicted = model.predict(x_test, batch_size=32, verbose=0)
-            (predicted, epochs) = (np.asarray(predicted, np.float64), previous.get(model_id))
+            epochs = stored_result().get("epochs", {}).get(model_id)
+            predicted = np.asarray(predicted, np.float64)
         true = energies(data["test"]).astype(np.float64)
         result["energy_mae_mHa"][model_id] = {
             t: float(1000 * np.abs(predicted[:, i] - true[:, i]).mean())
@@ -808,7 +813,7 @@ def main(argv: list[str] | None = None) -> dict:
         inputs = (test["v_ext"][..., None].astype("float32"), test["n_electrons"].astype("float32"))
         (density_pred, epochs) = (
             np.asarray(model.predict(inputs, verbose=0)),
-            previous.get("dcign"),
+            stored_result().get("epochs", {}).get("dcign"),
         )
     if density_pred is not None:
         errors = density_errors(test["density"], density_pred)

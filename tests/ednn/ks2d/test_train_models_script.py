@@ -59,5 +59,6 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
     for kind in ("density", "v_ext"):
         for term, value in result["energy_mae_mHa"][kind].items():
             assert again["energy_mae_mHa"][kind][term] == pytest.approx(value, rel=1e-4)
+        assert again["epochs"][kind] == 1  # read from the results file as it is at rescoring
     stored = json.loads((tmp_path / "tiny_train_models.json").read_text())
     assert "density" in stored and stored["epochs"]["dcign"] == 1
