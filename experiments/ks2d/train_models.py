@@ -13,6 +13,10 @@ test densities are also scored by the energies they imply: the density-only term
 functional, evaluated non-self-consistently) of predicted and true densities are compared.
 For a hybrid only the local part of E_x, ``(1 - α) E_x^LDA``, is a density functional.
 
+With ``--baseline count`` the energy models learn each energy less the training mean for
+the sample's electron count, which the saved model adds back
+(:class:`ednn.count_baseline.CountBaseline`).
+
 With ``--transfer-targets DIR`` a fourth model is trained: (a) on the densities of ``--data``
 with the energies of the dataset ``DIR`` for the same sample ids (same seed, so the same
 potential and electron count), e.g. hybrid densities -> LDA energies.
@@ -496,7 +500,7 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
 
 
 def uncompiled(model: keras.Model) -> keras.Model:
-    """A copy of ``model`` with its weights and no optimizer: a third of the file size."""
+    """A copy of ``model`` with its weights but no optimizer state: a third of the file size."""
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
     copy.set_weights(model.get_weights())
     return copy
