@@ -240,3 +240,68 @@ class SumTiles(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "return_tile_map": self.return_tile_map}
+
+
+@keras.saving.register_keras_serializable(package="ednn")
+class ChannelCeiling(keras.layers.Layer):
+    """Caps chosen image channels at a ceiling: `min(x, ceiling)`, pixel by pixel.
+
+    An external potential is large where the electrons are not: over the 2D Kohn–Sham
+    harmonic wells (``data/ks2d-sho-lda-2k``) half of the pixels lie above 17 Ha, while the
+    densities are below 1e-7 bohr⁻² wherever the potential exceeds 13 Ha and the potential
+    above 20 Ha contributes less than 1e-10 Ha to any `E_ext`.  Capping the potential
+    channel keeps the values a network must resolve in the range that sets the energies.
+    The cap is pixel-wise and leaves zeros unchanged for a positive ceiling, so it commutes
+    with tiling (periodic or zero padding): as the first layer of a tile network it acts
+    as if it were applied to the whole image.
+
+    Args:
+        ceiling: The cap, in the channels' (scaled) units; must be finite.
+        channels: Indices of the capped channels; the others pass unchanged.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Call arguments:
+        images: Tensor of shape `(..., C)`.
+
+    Returns:
+        A tensor of the same shape.
+    """
+
+    def __init__(self, ceiling: float, channels: Sequence[int] = (0,), **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(ceiling, bool) or not isinstance(ceiling, numbers.Real):
+            raise TypeError(f"`ceiling` must be a number. Received: ceiling={ceiling!r}")
+        if not np.isfinite(ceiling):
+            raise ValueError(f"`ceiling` must be finite. Received: ceiling={ceiling}")
+        channels = tuple(channels)
+        if not channels or not all(
+            isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0
+            for c in channels
+        ):
+            raise ValueError(
+                "`channels` must be a non-empty sequence of non-negative channel indices. "
+                f"Received: channels={channels!r}"
+            )
+        self.ceiling = float(ceiling)
+        self.channels = tuple(int(c) for c in channels)
+
+    def build(self, input_shape):
+        n_channels = input_shape[-1]
+        if n_channels is None or max(self.channels) >= n_channels:
+            raise ValueError(
+                f"`channels` {self.channels} must index the input's {n_channels} channels. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        mask = np.zeros(n_channels, dtype="float32")
+        mask[list(self.channels)] = 1.0
+        self._mask = keras.ops.convert_to_tensor(mask)
+
+    def call(self, images):
+        excess = keras.ops.relu(images - self.ceiling)
+        return images - self._mask * excess
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "ceiling": self.ceiling, "channels": list(self.channels)}

@@ -62,7 +62,8 @@ from ednn.ks2d.generate import load_dataset, split_ids
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.xc import Functional
 from ednn.losses import WeightedMAE
-from ednn.model import build_ednn
+from ednn.layers import ChannelCeiling, ExtractTiles
+from ednn.model import build_ednn, default_tile_network
 from ednn.resumable import ResumableFit
 
 TARGETS = ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total")
@@ -346,14 +347,16 @@ def _random_symmetry(seed: int):
 
 def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
-    baseline=None, pixel_area=None,
+    baseline=None, pixel_area=None, v_ceiling=None,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
     With ``baseline="count"`` the EDNN learns the energies less the training mean of each
     electron count, and the returned model (:class:`ednn.count_baseline.CountBaseline`)
     adds that reference back, reading ``N`` from the image: the integral of the density
-    (``pixel_area`` in bohr²) or the potential image's count channel.
+    (``pixel_area`` in bohr²) or the potential image's count channel. With ``v_ceiling``
+    (Ha) a potential-input tile network first caps the potential channel there
+    (:class:`ednn.layers.ChannelCeiling`); the model still takes the uncapped image.
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -367,20 +370,41 @@ def train_energy_model(
     # The network learns standardised energies: E = std * sum(out) + mean, spread over tiles.
     mean = residual.mean(axis=0)
     std = residual.std(axis=0)
+    tile_shape = ExtractTiles(focus, context, "zero").tile_shape
+    tile_network = default_tile_network(
+        tile_shape,
+        x_train.shape[-1],
+        len(TARGETS),
+        conv_layers=ENERGY_CONV_LAYERS,
+        dense_units=ENERGY_DENSE_UNITS,
+    )
+    if key == "v_ext" and v_ceiling is not None:
+        tile_network = keras.Sequential(
+            [
+                keras.Input((*tile_shape, x_train.shape[-1])),
+                ChannelCeiling(v_ceiling * scale, channels=(0,), name="v_ceiling"),
+                tile_network,
+            ],
+            name="capped_tile_network",
+        )
     model = build_ednn(
         focus,
         context,
         n_channels=x_train.shape[-1],
         n_targets=len(TARGETS),
+        tile_network=tile_network,
         boundary="zero",
-        conv_layers=ENERGY_CONV_LAYERS,
-        dense_units=ENERGY_DENSE_UNITS,
         energy_scale=[float(s) for s in std],
         energy_shift_per_tile=[float(m) / n_tiles for m in mean],
         metadata={
             "units": "Ha",
             "target_names": list(TARGETS),
-            "provenance": {"input": key, "input_scale": scale, **(provenance or {})},
+            "provenance": {
+                "input": key,
+                "input_scale": scale,
+                **({"v_ceiling_Ha": v_ceiling} if key == "v_ext" and v_ceiling else {}),
+                **(provenance or {}),
+            },
         },
         name=name or f"ednn_{key}",
     )
@@ -635,6 +659,15 @@ def main(argv: list[str] | None = None) -> dict:
         "sample's electron count, which the saved model adds back (ednn.count_baseline)",
     )
     parser.add_argument(
+        "--v-ceiling",
+        type=float,
+        default=None,
+        metavar="HA",
+        help="the potential-input energy model caps the potential at HA Hartree before its "
+        "first convolution (ednn.layers.ChannelCeiling); e.g. 20: the densities vanish "
+        "(< 1e-7 bohr⁻²) well below it",
+    )
+    parser.add_argument(
         "--transfer-targets",
         type=Path,
         default=None,
@@ -670,6 +703,8 @@ def main(argv: list[str] | None = None) -> dict:
         return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
 
     stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
+    if args.v_ceiling is not None and not (np.isfinite(args.v_ceiling) and args.v_ceiling > 0):
+        parser.error(f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}")
     if stale and not args.resume:
         parser.error(
             f"unfinished runs are checkpointed in {', '.join(stale)}: pass --resume to "
@@ -699,6 +734,7 @@ def main(argv: list[str] | None = None) -> dict:
             "augment": args.augment,
             "seed": args.seed,
             "baseline": args.baseline,
+            "v_ceiling_Ha": args.v_ceiling,
         },
         "energy_mae_mHa": {},
         "epochs": {},
@@ -771,7 +807,7 @@ def main(argv: list[str] | None = None) -> dict:
             (model, predicted, epochs, finished) = train_energy_model(
                 data, key, scales[key], args.focus, args.context, schedule,
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
-                baseline=args.baseline, pixel_area=pixel_area,
+                baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
             )  # fmt: skip
             if not finished:
                 unfinished(model_id, epochs)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tiling
-from ednn.layers import ExtractTiles, SumTiles
+from ednn.layers import ChannelCeiling, ExtractTiles, SumTiles
 
 
 def reference_tiles(image, focus, context, boundary="periodic"):
@@ -138,3 +138,47 @@ def test_sum_tiles_sums_each_image_and_returns_tile_map():
     np.testing.assert_array_equal(tile_map, values.reshape(2, 2, 3, 3))
     np.testing.assert_array_equal(sums, values.reshape(2, 6, 3).sum(axis=1))
     np.testing.assert_array_equal(SumTiles()(values, tf.constant([3, 2])), sums)
+
+
+def test_channel_ceiling_caps_only_its_channels_and_commutes_with_tiling():
+    images = np.random.default_rng(3).uniform(-2.0, 6.0, (2, 8, 12, 2)).astype("float32")
+    layer = ChannelCeiling(1.5, channels=[0])
+    capped = keras.ops.convert_to_numpy(layer(images))
+    np.testing.assert_array_equal(capped[..., 0], np.minimum(images[..., 0], 1.5))
+    np.testing.assert_array_equal(capped[..., 1], images[..., 1])
+    # Pixel-wise and zero-preserving: capping tiles equals tiling the capped image.
+    for boundary in ("periodic", "zero"):
+        extract = ExtractTiles(4, 3, boundary)
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(layer(extract(images))),
+            keras.ops.convert_to_numpy(extract(capped)),
+        )
+
+
+def test_channel_ceiling_round_trips_through_a_keras_file(tmp_path):
+    model = keras.Sequential([keras.Input((4, 4, 3)), ChannelCeiling(0.5, channels=(0, 2))])
+    path = tmp_path / "ceiling.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.layers[0].get_config()["channels"] == [0, 2]
+    images = np.random.default_rng(4).random((1, 4, 4, 3), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"ceiling": float("nan")}, ValueError, "ceiling"),
+        ({"ceiling": "20"}, TypeError, "ceiling"),
+        ({"ceiling": 1.0, "channels": []}, ValueError, "channels"),
+        ({"ceiling": 1.0, "channels": [-1]}, ValueError, "channels"),
+    ],
+)
+def test_channel_ceiling_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ChannelCeiling(**kwargs)
+
+
+def test_channel_ceiling_rejects_a_channel_the_images_lack():
+    with pytest.raises(ValueError, match="must index the input's 2 channels"):
+        ChannelCeiling(1.0, channels=[2])(np.zeros((1, 4, 4, 2), "float32"))

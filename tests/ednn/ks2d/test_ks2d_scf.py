@@ -119,3 +119,16 @@ def test_energy_converges_with_grid_spacing():
         grid = Grid(n, 20.0)
         energies.append(solve(harmonic_potential(grid, (0.5, 0.4)), 2, grid, "lda").e_total)
     assert abs(energies[1] - energies[0]) < 1e-5
+
+
+def test_the_potential_above_20_hartree_does_not_change_the_energies():
+    # Why the potential-input models may cap their input (train_models.py --v-ceiling 20):
+    # half of this well's pixels lie above 20 Ha, where eight LDA electrons do not go.
+    grid = Grid(48, 16.0)
+    v_ext = harmonic_potential(grid, (1.0, 1.3))
+    assert (v_ext > 20.0).mean() > 0.4
+    (full, capped) = (
+        solve(v, 8, grid, "lda", smearing=0.01) for v in (v_ext, np.minimum(v_ext, 20.0))
+    )
+    for term in ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total"):
+        assert getattr(capped, term) == pytest.approx(getattr(full, term), abs=1e-6), term

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ednn.count_baseline import CountBaseline
+from ednn.layers import ChannelCeiling
 from ednn.ks2d import generate as gen
 
 SCRIPT = Path(__file__).parents[3] / "experiments" / "ks2d" / "train_models.py"
@@ -62,3 +63,22 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
         assert again["epochs"][kind] == 1  # read from the results file as it is at rescoring
     stored = json.loads((tmp_path / "tiny_train_models.json").read_text())
     assert "density" in stored and stored["epochs"]["dcign"] == 1
+
+
+def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
+    result = script.main(
+        ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped", "--epochs", "1",
+         "--minutes", "5", "--v-ceiling", "5", "--only", "v_ext"]  # fmt: skip
+    )
+    assert result["schedule"]["v_ceiling_Ha"] == 5.0
+    model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_v_ext.keras")
+    ceiling = model.tile_network.get_layer("v_ceiling")
+    assert isinstance(ceiling, ChannelCeiling)
+    assert ceiling.ceiling == 5.0 * script.V_SCALE and ceiling.channels == (0,)
+    assert model.metadata["provenance"]["v_ceiling_Ha"] == 5.0
+
+
+def test_a_non_positive_ceiling_is_refused(script, dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--data", str(dataset), "--out", str(tmp_path), "--v-ceiling", "-1"])
+    assert "--v-ceiling must be a positive number" in capsys.readouterr().err
