@@ -275,8 +275,7 @@ class ChannelCeiling(keras.layers.Layer):
             raise ValueError(f"`ceiling` must be finite. Received: ceiling={ceiling}")
         channels = tuple(channels)
         if not channels or not all(
-            isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0
-            for c in channels
+            isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0 for c in channels
         ):
             raise ValueError(
                 "`channels` must be a non-empty sequence of non-negative channel indices. "

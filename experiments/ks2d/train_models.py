@@ -61,8 +61,8 @@ from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.xc import Functional
-from ednn.losses import WeightedMAE
 from ednn.layers import ChannelCeiling, ExtractTiles
+from ednn.losses import WeightedMAE
 from ednn.model import build_ednn, default_tile_network
 from ednn.resumable import ResumableFit
 
@@ -704,7 +704,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
     if args.v_ceiling is not None and not (np.isfinite(args.v_ceiling) and args.v_ceiling > 0):
-        parser.error(f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}")
+        parser.error(
+            f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}"
+        )
     if stale and not args.resume:
         parser.error(
             f"unfinished runs are checkpointed in {', '.join(stale)}: pass --resume to "

@@ -162,7 +162,9 @@ def test_channel_ceiling_round_trips_through_a_keras_file(tmp_path):
     loaded = keras.saving.load_model(path)
     assert loaded.layers[0].get_config()["channels"] == [0, 2]
     images = np.random.default_rng(4).random((1, 4, 4, 3), dtype=np.float32)
-    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ednn.count_baseline import CountBaseline
-from ednn.layers import ChannelCeiling
 from ednn.ks2d import generate as gen
+from ednn.layers import ChannelCeiling
 
 SCRIPT = Path(__file__).parents[3] / "experiments" / "ks2d" / "train_models.py"
 CONFIG = {
@@ -66,10 +66,9 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
 
 
 def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
-    result = script.main(
-        ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped", "--epochs", "1",
-         "--minutes", "5", "--v-ceiling", "5", "--only", "v_ext"]  # fmt: skip
-    )
+    arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped",
+                 "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--only", "v_ext"]  # fmt: skip
+    result = script.main(arguments)
     assert result["schedule"]["v_ceiling_Ha"] == 5.0
     model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_v_ext.keras")
     ceiling = model.tile_network.get_layer("v_ceiling")
