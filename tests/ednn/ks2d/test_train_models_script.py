@@ -75,6 +75,19 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     assert isinstance(ceiling, ChannelCeiling)
     assert ceiling.ceiling == 5.0 * script.V_SCALE and ceiling.channels == (0,)
     assert model.metadata["provenance"]["v_ceiling_Ha"] == 5.0
+    # split_errors.py scores the saved model on every split; its test row is the script's.
+    spec = importlib.util.spec_from_file_location(
+        "split_errors", SCRIPT.with_name("split_errors.py")
+    )
+    split_errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(split_errors)
+    errors = split_errors.main(
+        ["--data", str(dataset), "--out", str(tmp_path), "--names", "capped", "--inputs", "v_ext"]
+    )["capped/v_ext"]
+    assert set(errors) == {"train", "val", "test"}
+    for term, value in result["energy_mae_mHa"]["v_ext"].items():
+        assert errors["test"][term] == pytest.approx(value, rel=1e-4)
+    assert (tmp_path / "data_split_errors.md").exists()
 
 
 def test_a_non_positive_ceiling_is_refused(script, dataset, tmp_path, capsys):

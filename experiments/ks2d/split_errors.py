@@ -1,0 +1,76 @@
+"""Energy MAE of saved ks2d energy models on every split: how far a model underfits.
+
+A model whose training error is as large as its test error is limited by its capacity or
+its optimisation; one with a small training error and a large test error, by its data.
+Prints a table (mHa per term and split) and writes it as JSON next to the models:
+
+    python experiments/ks2d/split_errors.py --data data/ks2d-sho-lda-2k \\
+        --names sho-lda-2k-count sho-lda-2k-count-short
+
+The training split is scored as stored (no symmetry augmentation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import ednn  # noqa: F401  (registers the Keras objects)
+from ednn._io import atomic_write_text
+
+HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("train_models", HERE / "train_models.py")
+tm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tm)
+
+SPLITS = ("train", "val", "test")
+
+
+def split_errors(model: keras.Model, splits: dict, key: str) -> dict:
+    """MAE in mHa per split and energy term of ``model`` fed ``key`` images."""
+    scale = {"density": tm.N_SCALE, "v_ext": tm.V_SCALE}[key]
+    errors = {}
+    for split in SPLITS:
+        predicted = model.predict(tm.image(splits[split], key, scale), batch_size=64, verbose=0)
+        mae = 1000 * np.abs(np.asarray(predicted, np.float64) - tm.energies(splits[split])).mean(0)
+        errors[split] = dict(zip(tm.TARGETS, map(float, mae), strict=True))
+    return errors
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--names", nargs="+", required=True, help="run names (--name)")
+    parser.add_argument("--inputs", nargs="+", default=["v_ext", "density"])
+    args = parser.parse_args(argv)
+    (splits, _, _) = tm.load_splits(args.data)
+    result = {}
+    lines = ["| run | input | split | " + " | ".join(tm.LABELS) + " |"]
+    lines.append("|---" * (3 + len(tm.LABELS)) + "|")
+    for name in args.names:
+        for key in args.inputs:
+            path = args.out / f"{name}_ednn_energies_from_{key}.keras"
+            if not path.exists():
+                print(f"{path}: missing, skipped")
+                continue
+            errors = split_errors(keras.saving.load_model(path), splits, key)
+            result[f"{name}/{key}"] = errors
+            for split in SPLITS:
+                values = " | ".join(f"{errors[split][t]:.1f}" for t in tm.TARGETS)
+                lines.append(f"| {name} | {key} | {split} | {values} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    stem = f"{args.data.name}_split_errors"
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(args.out / f"{stem}.md", table)
+    return result
+
+
+if __name__ == "__main__":
+    main()
