@@ -304,3 +304,48 @@ class ChannelCeiling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "ceiling": self.ceiling, "channels": list(self.channels)}
+
+
+@keras.saving.register_keras_serializable(package="ednn")
+class AppendSqrt(keras.layers.Layer):
+    """Appends the square root of one image channel as a new last channel.
+
+    For a density image `n` the root `√n` is the natural variable of the kinetic energy:
+    the von Weizsäcker term `T_W = ½ ∫ |∇√n|²` is a local quadratic form in `√n` (and
+    equals `T_s` for two electrons in one orbital), whereas in `n` itself it is a ratio.
+    Negative values (round-off in a density) count as zero.  The map is pixel-wise and
+    sends zero to zero, so it commutes with tiling (periodic or zero padding).
+
+    Args:
+        channel: Index of the channel whose root is appended.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Call arguments:
+        images: Tensor of shape `(..., C)`.
+
+    Returns:
+        A tensor of shape `(..., C + 1)`.
+    """
+
+    def __init__(self, channel: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or channel < 0:
+            raise ValueError(f"`channel` must be a non-negative int. Received: channel={channel!r}")
+        self.channel = int(channel)
+
+    def build(self, input_shape):
+        if input_shape[-1] is None or self.channel >= input_shape[-1]:
+            raise ValueError(
+                f"`channel` {self.channel} must index the input's {input_shape[-1]} channels. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+
+    def call(self, images):
+        root = keras.ops.sqrt(keras.ops.relu(images[..., self.channel : self.channel + 1]))
+        return keras.ops.concatenate([images, root], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "channel": self.channel}

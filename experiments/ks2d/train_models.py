@@ -17,6 +17,10 @@ With ``--baseline count`` the energy models learn each energy less the training 
 the sample's electron count, which the saved model adds back
 (:class:`ednn.count_baseline.CountBaseline`).
 
+``--v-ceiling HA`` caps the potential input at ``HA`` Hartree inside the potential-input
+model (:class:`ednn.layers.ChannelCeiling`); ``--density-sqrt`` gives the density-input
+models ``√n`` as a second channel (:class:`ednn.layers.AppendSqrt`).
+
 With ``--transfer-targets DIR`` a fourth model is trained: (a) on the densities of ``--data``
 with the energies of the dataset ``DIR`` for the same sample ids (same seed, so the same
 potential and electron count), e.g. hybrid densities -> LDA energies.
@@ -61,7 +65,7 @@ from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
 from ednn.ks2d.grid import Grid
 from ednn.ks2d.xc import Functional
-from ednn.layers import ChannelCeiling, ExtractTiles
+from ednn.layers import AppendSqrt, ChannelCeiling, ExtractTiles
 from ednn.losses import WeightedMAE
 from ednn.model import build_ednn, default_tile_network
 from ednn.resumable import ResumableFit
@@ -347,7 +351,7 @@ def _random_symmetry(seed: int):
 
 def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
-    baseline=None, pixel_area=None, v_ceiling=None,
+    baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -356,7 +360,9 @@ def train_energy_model(
     adds that reference back, reading ``N`` from the image: the integral of the density
     (``pixel_area`` in bohr²) or the potential image's count channel. With ``v_ceiling``
     (Ha) a potential-input tile network first caps the potential channel there
-    (:class:`ednn.layers.ChannelCeiling`); the model still takes the uncapped image.
+    (:class:`ednn.layers.ChannelCeiling`); with ``density_sqrt`` a density-input tile
+    network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way the saved model
+    takes the same images as without.
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -371,21 +377,23 @@ def train_energy_model(
     mean = residual.mean(axis=0)
     std = residual.std(axis=0)
     tile_shape = ExtractTiles(focus, context, "zero").tile_shape
+    # Pixel-wise input maps ahead of the convolutions (they commute with the tiling).
+    inputs = []
+    if key == "v_ext" and v_ceiling is not None:
+        inputs.append(ChannelCeiling(v_ceiling * scale, channels=(0,), name="v_ceiling"))
+    if key == "density" and density_sqrt:
+        inputs.append(AppendSqrt(0, name="density_sqrt"))
     tile_network = default_tile_network(
         tile_shape,
-        x_train.shape[-1],
+        x_train.shape[-1] + sum(isinstance(layer, AppendSqrt) for layer in inputs),
         len(TARGETS),
         conv_layers=ENERGY_CONV_LAYERS,
         dense_units=ENERGY_DENSE_UNITS,
     )
-    if key == "v_ext" and v_ceiling is not None:
+    if inputs:
         tile_network = keras.Sequential(
-            [
-                keras.Input((*tile_shape, x_train.shape[-1])),
-                ChannelCeiling(v_ceiling * scale, channels=(0,), name="v_ceiling"),
-                tile_network,
-            ],
-            name="capped_tile_network",
+            [keras.Input((*tile_shape, x_train.shape[-1])), *inputs, tile_network],
+            name="mapped_tile_network",
         )
     model = build_ednn(
         focus,
@@ -403,6 +411,7 @@ def train_energy_model(
                 "input": key,
                 "input_scale": scale,
                 **({"v_ceiling_Ha": v_ceiling} if key == "v_ext" and v_ceiling else {}),
+                **({"density_sqrt": True} if key == "density" and density_sqrt else {}),
                 **(provenance or {}),
             },
         },
@@ -551,6 +560,13 @@ def markdown(result: dict) -> str:
             "The energy models learn each energy less the training mean for the sample's "
             "electron count (added back by the saved model, `ednn.count_baseline`)."
         )
+    if result.get("schedule", {}).get("v_ceiling_Ha"):
+        lines.append(
+            f"The potential-input model caps the potential at {result['schedule']['v_ceiling_Ha']:g} "
+            "Ha before its convolutions (`ednn.layers.ChannelCeiling`)."
+        )
+    if result.get("schedule", {}).get("density_sqrt"):
+        lines.append("The density-input models also see √n (`ednn.layers.AppendSqrt`).")
     lines += [
         "",
         "| input | " + " | ".join(LABELS) + " | epochs | tiles (px) |",
@@ -668,6 +684,12 @@ def main(argv: list[str] | None = None) -> dict:
         "(< 1e-7 bohr⁻²) well below it",
     )
     parser.add_argument(
+        "--density-sqrt",
+        action="store_true",
+        help="the density-input energy models also see √n, the variable of the von "
+        "Weizsäcker kinetic energy (ednn.layers.AppendSqrt)",
+    )
+    parser.add_argument(
         "--transfer-targets",
         type=Path,
         default=None,
@@ -737,6 +759,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seed": args.seed,
             "baseline": args.baseline,
             "v_ceiling_Ha": args.v_ceiling,
+            "density_sqrt": args.density_sqrt,
         },
         "energy_mae_mHa": {},
         "epochs": {},
@@ -810,6 +833,7 @@ def main(argv: list[str] | None = None) -> dict:
                 data, key, scales[key], args.focus, args.context, schedule,
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
+                density_sqrt=args.density_sqrt,
             )  # fmt: skip
             if not finished:
                 unfinished(model_id, epochs)

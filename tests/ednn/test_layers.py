@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tiling
-from ednn.layers import ChannelCeiling, ExtractTiles, SumTiles
+from ednn.layers import AppendSqrt, ChannelCeiling, ExtractTiles, SumTiles
 
 
 def reference_tiles(image, focus, context, boundary="periodic"):
@@ -184,3 +184,28 @@ def test_channel_ceiling_rejects_bad_arguments(kwargs, error, match):
 def test_channel_ceiling_rejects_a_channel_the_images_lack():
     with pytest.raises(ValueError, match="must index the input's 2 channels"):
         ChannelCeiling(1.0, channels=[2])(np.zeros((1, 4, 4, 2), "float32"))
+
+
+def test_append_sqrt_appends_the_root_of_one_channel_and_commutes_with_tiling():
+    images = np.random.default_rng(5).uniform(-0.1, 1.0, (2, 8, 12, 2)).astype("float32")
+    layer = AppendSqrt(channel=1)
+    out = keras.ops.convert_to_numpy(layer(images))
+    assert out.shape == (2, 8, 12, 3)
+    np.testing.assert_array_equal(out[..., :2], images)
+    np.testing.assert_allclose(out[..., 2], np.sqrt(np.maximum(images[..., 1], 0)), rtol=1e-6)
+    for boundary in ("periodic", "zero"):
+        extract = ExtractTiles(4, 3, boundary)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer(extract(images))),
+            keras.ops.convert_to_numpy(extract(out)),
+            rtol=1e-6,
+        )
+    config = layer.get_config()
+    assert AppendSqrt.from_config(config).channel == 1
+
+
+def test_append_sqrt_rejects_a_bad_channel():
+    with pytest.raises(ValueError, match="channel"):
+        AppendSqrt(channel=-1)
+    with pytest.raises(ValueError, match="must index the input's 2 channels"):
+        AppendSqrt(channel=2)(np.zeros((1, 4, 4, 2), "float32"))

@@ -10,7 +10,7 @@ import pytest
 
 from ednn.count_baseline import CountBaseline
 from ednn.ks2d import generate as gen
-from ednn.layers import ChannelCeiling
+from ednn.layers import AppendSqrt, ChannelCeiling
 
 SCRIPT = Path(__file__).parents[3] / "experiments" / "ks2d" / "train_models.py"
 CONFIG = {
@@ -67,7 +67,8 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
 
 def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
     arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped",
-                 "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--only", "v_ext"]  # fmt: skip
+                 "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--density-sqrt",
+                 "--only", "v_ext", "density"]  # fmt: skip
     result = script.main(arguments)
     assert result["schedule"]["v_ceiling_Ha"] == 5.0
     model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_v_ext.keras")
@@ -75,6 +76,10 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     assert isinstance(ceiling, ChannelCeiling)
     assert ceiling.ceiling == 5.0 * script.V_SCALE and ceiling.channels == (0,)
     assert model.metadata["provenance"]["v_ceiling_Ha"] == 5.0
+    density_model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_density.keras")
+    assert isinstance(density_model.tile_network.get_layer("density_sqrt"), AppendSqrt)
+    table = (tmp_path / "capped_train_models.md").read_text()
+    assert "caps the potential at 5 Ha" in table and "also see √n" in table
     # split_errors.py scores the saved model on every split; its test row is the script's.
     spec = importlib.util.spec_from_file_location(
         "split_errors", SCRIPT.with_name("split_errors.py")
