@@ -141,6 +141,13 @@ def load_splits(data: Path) -> tuple[dict, dict, float]:
     return splits, config, spacing**2
 
 
+def train_subset(train: dict, fraction: float, seed: int) -> dict:
+    """A seeded random ``fraction`` of the training split (a learning curve's point)."""
+    size = len(train["id"])
+    chosen = np.sort(np.random.default_rng(seed).permutation(size)[: round(fraction * size)])
+    return {key: value[chosen] for key, value in train.items()}
+
+
 def output_path(out: Path, name: str | None, filename: str) -> Path:
     """``out / filename``, prefixed ``{name}_`` when a run name is given."""
     return out / (f"{name}_{filename}" if name else filename)
@@ -560,6 +567,11 @@ def markdown(result: dict) -> str:
             "The energy models learn each energy less the training mean for the sample's "
             "electron count (added back by the saved model, `ednn.count_baseline`)."
         )
+    if result.get("train_fraction") is not None:
+        lines.append(
+            f"Trained on a seeded random {result['train_fraction']:g} of the training split "
+            "(the ids are in the JSON)."
+        )
     if result.get("schedule", {}).get("v_ceiling_Ha"):
         lines.append(
             f"The potential-input model caps the potential at {result['schedule']['v_ceiling_Ha']:g} "
@@ -690,6 +702,14 @@ def main(argv: list[str] | None = None) -> dict:
         "Weizsäcker kinetic energy (ednn.layers.AppendSqrt)",
     )
     parser.add_argument(
+        "--train-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="train on a seeded random fraction F of the training split (the ids used are "
+        "stored in the results), for learning curves; val and test stay whole",
+    )
+    parser.add_argument(
         "--transfer-targets",
         type=Path,
         default=None,
@@ -735,6 +755,12 @@ def main(argv: list[str] | None = None) -> dict:
             "continue them, or delete them to start afresh"
         )
     (splits, config, pixel_area) = load_splits(args.data)
+    if args.train_fraction is not None:
+        if not 0 < args.train_fraction <= 1:
+            parser.error(f"--train-fraction must be in (0, 1]. Received: {args.train_fraction}")
+        splits["train"] = train_subset(splits["train"], args.train_fraction, args.seed)
+        if len(splits["train"]["id"]) == 0:
+            parser.error(f"--train-fraction {args.train_fraction} leaves no training sample")
     schedule = Schedule(
         args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed
     )
@@ -761,6 +787,10 @@ def main(argv: list[str] | None = None) -> dict:
             "v_ceiling_Ha": args.v_ceiling,
             "density_sqrt": args.density_sqrt,
         },
+        "train_fraction": args.train_fraction,
+        "train_ids": (
+            None if args.train_fraction is None else [int(i) for i in splits["train"]["id"]]
+        ),
         "energy_mae_mHa": {},
         "epochs": {},
         "tiles": {},

@@ -68,9 +68,16 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
 def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
     arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped",
                  "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--density-sqrt",
+                 "--train-fraction", "0.5",
                  "--only", "v_ext", "density"]  # fmt: skip
     result = script.main(arguments)
     assert result["schedule"]["v_ceiling_Ha"] == 5.0
+    # Half the training split, seeded, its ids stored; val and test whole.
+    (splits, _, _) = script.load_splits(dataset)
+    train_ids = result["train_ids"]
+    assert len(train_ids) == round(len(splits["train"]["id"]) / 2)
+    assert set(train_ids) < set(splits["train"]["id"].tolist())
+    assert result["sizes"].split("/")[1:] == [str(len(splits[s]["id"])) for s in ("val", "test")]
     model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_v_ext.keras")
     ceiling = model.tile_network.get_layer("v_ceiling")
     assert isinstance(ceiling, ChannelCeiling)
@@ -95,7 +102,15 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     assert (tmp_path / "data_split_errors.md").exists()
 
 
-def test_a_non_positive_ceiling_is_refused(script, dataset, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--v-ceiling", "-1"], "--v-ceiling must be a positive number"),
+        (["--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
+        (["--train-fraction", "0.01"], "leaves no training sample"),
+    ],
+)
+def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
     with pytest.raises(SystemExit):
-        script.main(["--data", str(dataset), "--out", str(tmp_path), "--v-ceiling", "-1"])
-    assert "--v-ceiling must be a positive number" in capsys.readouterr().err
+        script.main(["--data", str(dataset), "--out", str(tmp_path), *option])
+    assert message in capsys.readouterr().err
