@@ -7,7 +7,8 @@ Prints a table (mHa per term and split) and writes it as JSON next to the models
     python experiments/ks2d/split_errors.py --data data/ks2d-sho-lda-2k \\
         --names sho-lda-2k-count sho-lda-2k-count-short
 
-The training split is scored as stored (no symmetry augmentation).
+The training split is scored as stored (no symmetry augmentation); for a run on a
+``--train-fraction`` of it, only the samples it trained on (``train_ids`` of its results).
 """
 
 from __future__ import annotations
@@ -31,13 +32,21 @@ _spec.loader.exec_module(tm)
 SPLITS = ("train", "val", "test")
 
 
-def split_errors(model: keras.Model, splits: dict, key: str) -> dict:
-    """MAE in mHa per split and energy term of ``model`` fed ``key`` images."""
+def split_errors(model: keras.Model, splits: dict, key: str, train_ids=None) -> dict:
+    """MAE in mHa per split and energy term of ``model`` fed ``key`` images.
+
+    ``train_ids``: the samples a ``--train-fraction`` run trained on (its results JSON);
+    the train row then scores those only.
+    """
     scale = {"density": tm.N_SCALE, "v_ext": tm.V_SCALE}[key]
     errors = {}
     for split in SPLITS:
-        predicted = model.predict(tm.image(splits[split], key, scale), batch_size=64, verbose=0)
-        mae = 1000 * np.abs(np.asarray(predicted, np.float64) - tm.energies(splits[split])).mean(0)
+        data = splits[split]
+        if split == "train" and train_ids is not None:
+            chosen = np.isin(data["id"], train_ids)
+            data = {field: value[chosen] for field, value in data.items()}
+        predicted = model.predict(tm.image(data, key, scale), batch_size=64, verbose=0)
+        mae = 1000 * np.abs(np.asarray(predicted, np.float64) - tm.energies(data)).mean(0)
         errors[split] = dict(zip(tm.TARGETS, map(float, mae), strict=True))
     return errors
 
@@ -59,7 +68,11 @@ def main(argv: list[str] | None = None) -> dict:
             if not path.exists():
                 print(f"{path}: missing, skipped")
                 continue
-            errors = split_errors(keras.saving.load_model(path), splits, key)
+            results = args.out / f"{name}_train_models.json"
+            train_ids = (
+                json.loads(results.read_text()).get("train_ids") if results.exists() else None
+            )
+            errors = split_errors(keras.saving.load_model(path), splits, key, train_ids)
             result[f"{name}/{key}"] = errors
             for split in SPLITS:
                 values = " | ".join(f"{errors[split][t]:.1f}" for t in tm.TARGETS)

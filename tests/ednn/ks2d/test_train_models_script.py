@@ -97,6 +97,17 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
         ["--data", str(dataset), "--out", str(tmp_path), "--names", "capped", "--inputs", "v_ext"]
     )["capped/v_ext"]
     assert set(errors) == {"train", "val", "test"}
+    # Its train row scores the half the model trained on.
+    model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_v_ext.keras")
+    chosen = np.isin(splits["train"]["id"], train_ids)
+    own = split_errors.split_errors(model, splits, "v_ext", train_ids)["train"]
+    assert (
+        own
+        == split_errors.split_errors(
+            model, {**splits, "train": {k: v[chosen] for k, v in splits["train"].items()}}, "v_ext"
+        )["train"]
+    )
+    assert errors["train"] == pytest.approx(own, rel=1e-6)
     for term, value in result["energy_mae_mHa"]["v_ext"].items():
         assert errors["test"][term] == pytest.approx(value, rel=1e-4)
     assert (tmp_path / "data_split_errors.md").exists()
