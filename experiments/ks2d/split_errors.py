@@ -38,7 +38,7 @@ def split_errors(model: keras.Model, splits: dict, key: str, train_ids=None) -> 
     ``train_ids``: the samples a ``--train-fraction`` run trained on (its results JSON);
     the train row then scores those only.
     """
-    scale = {"density": tm.N_SCALE, "v_ext": tm.V_SCALE}[key]
+    scale = tm.SCALES[key]
     errors = {}
     for split in SPLITS:
         data = splits[split]
@@ -63,15 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
     lines = ["| run | input | split | " + " | ".join(tm.LABELS) + " |"]
     lines.append("|---" * (3 + len(tm.LABELS)) + "|")
     for name in args.names:
+        results = args.out / f"{name}_train_models.json"
+        train_ids = json.loads(results.read_text()).get("train_ids") if results.exists() else None
         for key in args.inputs:
             path = args.out / f"{name}_ednn_energies_from_{key}.keras"
             if not path.exists():
                 print(f"{path}: missing, skipped")
                 continue
-            results = args.out / f"{name}_train_models.json"
-            train_ids = (
-                json.loads(results.read_text()).get("train_ids") if results.exists() else None
-            )
             errors = split_errors(keras.saving.load_model(path), splits, key, train_ids)
             result[f"{name}/{key}"] = errors
             for split in SPLITS:

@@ -80,6 +80,7 @@ ENERGY_DENSE_UNITS = (128,)
 # as 4 n, peaks of order one.
 V_SCALE = 0.25
 N_SCALE = 4.0
+SCALES = {"density": N_SCALE, "v_ext": V_SCALE}
 MODELS = ("density", "v_ext", "dcign", "transfer")
 # Terms of the energy that a density alone determines (see ednn.ks2d.energies).
 DENSITY_TERMS = ("e_ext", "e_hartree", "e_x", "e_c")
@@ -385,14 +386,16 @@ def train_energy_model(
     std = residual.std(axis=0)
     tile_shape = ExtractTiles(focus, context, "zero").tile_shape
     # Pixel-wise input maps ahead of the convolutions (they commute with the tiling).
-    inputs = []
+    (inputs, mapped, n_channels) = ([], {}, x_train.shape[-1])
     if key == "v_ext" and v_ceiling is not None:
         inputs.append(ChannelCeiling(v_ceiling * scale, channels=(0,), name="v_ceiling"))
+        mapped["v_ceiling_Ha"] = v_ceiling
     if key == "density" and density_sqrt:
         inputs.append(AppendSqrt(0, name="density_sqrt"))
+        (mapped["density_sqrt"], n_channels) = (True, n_channels + 1)
     tile_network = default_tile_network(
         tile_shape,
-        x_train.shape[-1] + sum(isinstance(layer, AppendSqrt) for layer in inputs),
+        n_channels,
         len(TARGETS),
         conv_layers=ENERGY_CONV_LAYERS,
         dense_units=ENERGY_DENSE_UNITS,
@@ -417,8 +420,7 @@ def train_energy_model(
             "provenance": {
                 "input": key,
                 "input_scale": scale,
-                **({"v_ceiling_Ha": v_ceiling} if key == "v_ext" and v_ceiling else {}),
-                **({"density_sqrt": True} if key == "density" and density_sqrt else {}),
+                **mapped,
                 **(provenance or {}),
             },
         },
@@ -744,11 +746,11 @@ def main(argv: list[str] | None = None) -> dict:
     def checkpoints(model_id: str) -> Path:
         return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
 
-    stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
     if args.v_ceiling is not None and not (np.isfinite(args.v_ceiling) and args.v_ceiling > 0):
         parser.error(
             f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}"
         )
+    stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
     if stale and not args.resume:
         parser.error(
             f"unfinished runs are checkpointed in {', '.join(stale)}: pass --resume to "
@@ -766,7 +768,6 @@ def main(argv: list[str] | None = None) -> dict:
     )
     test = splits["test"]
     truths = energies(test).astype(np.float64)
-    scales = {"density": N_SCALE, "v_ext": V_SCALE}
 
     result = {
         "data": str(args.data),
@@ -860,7 +861,7 @@ def main(argv: list[str] | None = None) -> dict:
             if model_id == "transfer":
                 provenance = {"density_data": str(args.data), "targets": str(args.transfer_targets)}
             (model, predicted, epochs, finished) = train_energy_model(
-                data, key, scales[key], args.focus, args.context, schedule,
+                data, key, SCALES[key], args.focus, args.context, schedule,
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
                 density_sqrt=args.density_sqrt,
@@ -870,7 +871,7 @@ def main(argv: list[str] | None = None) -> dict:
             save_model_atomic(uncompiled(model), path)
         else:
             model = keras.saving.load_model(path, compile=False)
-            x_test = image(data["test"], key, scales[key])
+            x_test = image(data["test"], key, SCALES[key])
             predicted = model.predict(x_test, batch_size=32, verbose=0)
             epochs = stored_result().get("epochs", {}).get(model_id)
             predicted = np.asarray(predicted, np.float64)
