@@ -11,8 +11,9 @@ reference energies of atomistic models:
 with `E_ref` the fixed per-count reference (e.g. the training mean of each `N`),
 interpolated linearly between the counts it was given and constant beyond them. `N` is read
 from the input image itself, so a saved model needs nothing but the image: the rounded
-integral of a density channel (``count_from="integral"``) or the value of a constant
-electron-count channel (``count_from="channel"``).
+integral of a density channel, or of the sum of several (spin-up and spin-down densities;
+``count_from="integral"``), or the value of a constant electron-count channel
+(``count_from="channel"``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class CountBaseline(keras.Model):
             e.g. `count_scale = pixel_area / input_scale` for a scaled density image;
             `"channel"`: `N = round(count_scale * mean over pixels of channel)` for a
             constant channel holding the count, e.g. `count_scale = 8` for `N / 8`.
-        channel: The image channel `N` is read from.
+        channel: The image channel `N` is read from, or a sequence of channels whose sum
+            it is read from (e.g. `(0, 1)` for spin-up and spin-down densities).
         count_scale: See `count_from`.
         **kwargs: Base model keyword arguments, such as `name`.
 
@@ -57,7 +59,7 @@ class CountBaseline(keras.Model):
         counts: Sequence[int],
         reference: Sequence[Sequence[float]],
         count_from: str = "integral",
-        channel: int = 0,
+        channel: int | Sequence[int] = 0,
         count_scale: float = 1.0,
         **kwargs,
     ):
@@ -82,6 +84,12 @@ class CountBaseline(keras.Model):
             raise ValueError(
                 f"`count_from` must be one of {COUNT_SOURCES}. Received: count_from={count_from!r}"
             )
+        channels = (channel,) if np.ndim(channel) == 0 else tuple(channel)
+        if not channels or any(int(c) != c or c < 0 for c in channels):
+            raise ValueError(
+                "`channel` must be a channel index or a non-empty sequence of them. "
+                f"Received: channel={channel!r}"
+            )
         if not (np.isfinite(count_scale) and count_scale > 0):
             raise ValueError(
                 f"`count_scale` must be a positive number. Received: count_scale={count_scale}"
@@ -90,7 +98,7 @@ class CountBaseline(keras.Model):
         self.counts = counts
         self.reference = reference
         self.count_from = count_from
-        self.channel = int(channel)
+        self.channels = tuple(int(c) for c in channels)
         self.count_scale = float(count_scale)
         # Piecewise linear E_ref(N) = reference[0] + sum_k slope_k * clip(N - c_k, 0, width_k).
         widths = np.diff(counts)
@@ -106,7 +114,8 @@ class CountBaseline(keras.Model):
 
     def electron_counts(self, images) -> keras.KerasTensor:
         """`N` of each image, shape `(batch,)`, as float (whole numbers)."""
-        values = keras.ops.convert_to_tensor(images)[..., self.channel]
+        images = keras.ops.convert_to_tensor(images)
+        values = sum(images[..., c] for c in self.channels)
         reduce = keras.ops.sum if self.count_from == "integral" else keras.ops.mean
         return keras.ops.round(self.count_scale * reduce(values, axis=(1, 2)))
 
@@ -131,7 +140,7 @@ class CountBaseline(keras.Model):
             "counts": [int(c) if float(c).is_integer() else float(c) for c in self.counts],
             "reference": self.reference.tolist(),
             "count_from": self.count_from,
-            "channel": self.channel,
+            "channel": self.channels[0] if len(self.channels) == 1 else list(self.channels),
             "count_scale": self.count_scale,
         }
 

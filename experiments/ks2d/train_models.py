@@ -77,11 +77,11 @@ ENERGY_CONV_LAYERS = ((32, 3, 2, 1), (32, 3, 1, 2), (64, 3, 2, 1), (64, 3, 1, 1)
 ENERGY_DENSE_UNITS = (128,)
 # Potentials are fed as v / (4 Ha): the wells where the electrons live span 0 to ~1 and the
 # walls (up to ~150 Ha at the corners) stay finite. Densities (peaks 0.1-0.4 bohr⁻²) are fed
-# as 4 n, peaks of order one.
+# as 4 n, peaks of order one; spin densities (n↑, n↓) of a spin-polarised set likewise.
 V_SCALE = 0.25
 N_SCALE = 4.0
-SCALES = {"density": N_SCALE, "v_ext": V_SCALE}
-MODELS = ("density", "v_ext", "dcign", "transfer")
+SCALES = {"density": N_SCALE, "v_ext": V_SCALE, "spin_densities": N_SCALE}
+MODELS = ("density", "v_ext", "spin_density", "dcign", "transfer")
 # Terms of the energy that a density alone determines (see ednn.ks2d.energies).
 DENSITY_TERMS = ("e_ext", "e_hartree", "e_x", "e_c")
 
@@ -257,11 +257,14 @@ def energies(split: dict) -> np.ndarray:
 
 
 def image(split: dict, key: str, scale: float) -> np.ndarray:
-    """Model input: the density, or the potential plus a constant channel `N / 8`.
+    """Model input: the density, the spin densities, or the potential plus a channel `N / 8`.
 
     A potential does not fix the electron count (the energies grow with it), so the
     potential-input models get `N` as a second channel; a density integrates to `N` itself.
+    ``"spin_densities"`` (spin-polarised sets only) gives two channels, `n↑` and `n↓`.
     """
+    if key == "spin_densities":
+        return (np.moveaxis(split[key], 1, -1) * scale).astype("float32")
     x = split[key][..., None] * scale
     if key == "v_ext":
         n = np.broadcast_to(split["n_electrons"][:, None, None, None] / 8.0, x.shape)
@@ -365,12 +368,12 @@ def train_energy_model(
 
     With ``baseline="count"`` the EDNN learns the energies less the training mean of each
     electron count, and the returned model (:class:`ednn.count_baseline.CountBaseline`)
-    adds that reference back, reading ``N`` from the image: the integral of the density
-    (``pixel_area`` in bohr²) or the potential image's count channel. With ``v_ceiling``
-    (Ha) a potential-input tile network first caps the potential channel there
-    (:class:`ednn.layers.ChannelCeiling`); with ``density_sqrt`` a density-input tile
-    network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way the saved model
-    takes the same images as without.
+    adds that reference back, reading ``N`` from the image: the integral of the density or
+    of both spin densities (``pixel_area`` in bohr²), or the potential image's count
+    channel. With ``v_ceiling`` (Ha) a potential-input tile network first caps the potential
+    channel there (:class:`ednn.layers.ChannelCeiling`); with ``density_sqrt`` a
+    density-input tile network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way
+    the saved model takes the same images as without.
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -427,9 +430,11 @@ def train_energy_model(
         name=name or f"ednn_{key}",
     )
     if baseline == "count":
-        (count_from, channel, count_scale) = (
-            ("integral", 0, pixel_area / scale) if key == "density" else ("channel", 1, 8.0)
-        )
+        (count_from, channel, count_scale) = {
+            "density": ("integral", 0, pixel_area / scale),
+            "spin_densities": ("integral", (0, 1), pixel_area / scale),
+            "v_ext": ("channel", 1, 8.0),
+        }[key]
         model = CountBaseline(
             model, counts.tolist(), reference, count_from, channel, count_scale,
             name=f"{model.name}_count_baseline",
@@ -736,11 +741,26 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.name is not None and (not args.name or "/" in args.name):
         parser.error(f"--name must be a non-empty file-name prefix. Received: {args.name!r}")
-    models = [m for m in MODELS if m != "transfer" or args.transfer_targets is not None]
+    config_path = args.data / "config.json"
+    spin = (
+        config_path.exists()
+        and json.loads(config_path.read_text()).get("magnetization") is not None
+    )
+    models = [
+        m
+        for m in MODELS
+        if (m != "transfer" or args.transfer_targets is not None)
+        and (m != "spin_density" or spin)
+    ]
     if args.only is None:
         args.only = models
     elif "transfer" in args.only and args.transfer_targets is None:
         parser.error("--only transfer needs --transfer-targets DIR")
+    elif "spin_density" in args.only and not spin:
+        parser.error(
+            f"--only spin_density needs a spin-polarised dataset (config 'magnetization' "
+            f"set); {args.data} is spin-unpolarised"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
 
     def checkpoints(model_id: str) -> Path:
@@ -795,7 +815,7 @@ def main(argv: list[str] | None = None) -> dict:
         "energy_mae_mHa": {},
         "epochs": {},
         "tiles": {},
-        "labels": {"density": "density", "v_ext": "v_ext"},
+        "labels": {"density": "density", "v_ext": "v_ext", "spin_density": "spin densities"},
         "baseline_mae_mHa": {
             t: float(1000 * np.abs(truths[:, i] - energies(splits["train"])[:, i].mean()).mean())
             for i, t in enumerate(TARGETS)
@@ -814,6 +834,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Energy models: (key in the splits, model id, splits to train on, row label).
     energy_runs = [("density", "density", splits), ("v_ext", "v_ext", splits)]
+    if spin:
+        energy_runs.append(("spin_densities", "spin_density", splits))
     if args.transfer_targets is not None:
         (paired, target_config, summary) = paired_splits(splits, args.transfer_targets)
         label = f"density ({config['functional']}) -> energies ({target_config['functional']})"

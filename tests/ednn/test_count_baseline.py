@@ -42,6 +42,25 @@ def test_electron_count_from_the_integral_of_a_scaled_density():
     np.testing.assert_allclose(model(images), REFERENCE, rtol=1e-6)
 
 
+def test_electron_count_from_spin_densities_sums_the_channels(tmp_path):
+    # Spin-up and spin-down densities of N = 3 (2 + 1), 5 (3 + 2) and 8 (4 + 4) electrons.
+    (pixel_area, scale) = (0.25, 4.0)
+    (up, down) = (_density_images([2, 3, 4]), _density_images([1, 2, 4]))
+    images = scale * np.concatenate([up, down], axis=-1)
+    model = CountBaseline(Zero(), COUNTS, REFERENCE, "integral", (0, 1), pixel_area / scale)
+    np.testing.assert_array_equal(model.electron_counts(images), [3, 5, 8])
+    np.testing.assert_allclose(model(images), [[2, -3.5], [5, -5.25], [11, -6]], rtol=1e-6)
+    assert model.get_config()["channel"] == [0, 1]
+    ednn_model = build_ednn(8, 4, n_channels=2, n_targets=2, boundary="zero",
+                            conv_layers=((4, 3, 1, 1),), dense_units=(8,))  # fmt: skip
+    model = CountBaseline(ednn_model, COUNTS, REFERENCE, "integral", [0, 1], pixel_area / scale)
+    expected = np.asarray(model(images))
+    model.save(tmp_path / "spin.keras")
+    loaded = keras.saving.load_model(tmp_path / "spin.keras")
+    assert loaded.channels == (0, 1)
+    np.testing.assert_allclose(loaded(images), expected, rtol=1e-6)
+
+
 def test_electron_count_from_a_constant_count_channel():
     counts = np.array([4, 8, 2])
     potential = np.random.default_rng(0).normal(size=(3, 8, 8, 1))
@@ -98,6 +117,9 @@ def test_count_reference_is_the_mean_per_count():
         ({"reference": [[1.0, np.nan], [0, 0], [0, 0]]}, "finite"),
         ({"count_from": "sum"}, "count_from"),
         ({"count_scale": 0.0}, "count_scale"),
+        ({"channel": ()}, "channel"),
+        ({"channel": -1}, "channel"),
+        ({"channel": 1.5}, "channel"),
     ],
 )
 def test_bad_arguments_are_named(options, match):

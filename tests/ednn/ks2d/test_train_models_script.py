@@ -113,12 +113,36 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     assert (tmp_path / "data_split_errors.md").exists()
 
 
+def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_path):
+    data = tmp_path / "spin"
+    gen.generate(
+        {**CONFIG, "n_electrons": [1, 2, 3], "count": 12, "magnetization": "lowest"},
+        data,
+        progress=False,
+    )
+    result = script.main(["--data", str(data), "--out", str(tmp_path), "--name", "spin",
+                          "--epochs", "1", "--minutes", "5", "--baseline", "count",
+                          "--only", "spin_density"])  # fmt: skip
+    assert set(result["energy_mae_mHa"]) == {"spin_density"}
+    assert "| spin densities |" in (tmp_path / "spin_train_models.md").read_text()
+    model = keras.saving.load_model(tmp_path / "spin_ednn_energies_from_spin_densities.keras")
+    assert isinstance(model, CountBaseline) and model.channels == (0, 1)
+    # Two channels, n↑ and n↓; N is read from their summed integral (odd N: n↑ ≠ n↓).
+    (splits, _, _) = script.load_splits(data)
+    images = script.image(splits["test"], "spin_densities", script.N_SCALE)
+    assert images.shape[1:] == (32, 32, 2)
+    np.testing.assert_array_equal(model.electron_counts(images), splits["test"]["n_electrons"])
+    up = images[..., 0].sum(axis=(1, 2)) * (12.0 / 32) ** 2 / script.N_SCALE
+    np.testing.assert_allclose(up, splits["test"]["n_up"], atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
         (["--v-ceiling", "-1"], "--v-ceiling must be a positive number"),
         (["--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
         (["--train-fraction", "0.01"], "leaves no training sample"),
+        (["--only", "spin_density"], "needs a spin-polarised dataset"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
