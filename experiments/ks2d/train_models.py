@@ -749,8 +749,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = [
         m
         for m in MODELS
-        if (m != "transfer" or args.transfer_targets is not None)
-        and (m != "spin_density" or spin)
+        if (m != "transfer" or args.transfer_targets is not None) and (m != "spin_density" or spin)
     ]
     if args.only is None:
         args.only = models
