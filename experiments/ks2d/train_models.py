@@ -252,6 +252,17 @@ def count_baseline_mae(train: dict, test: dict) -> dict:
     return {t: float(1000 * error[:, i].mean()) for i, t in enumerate(TARGETS)}
 
 
+def mae_by_count(true: np.ndarray, predicted: np.ndarray, counts: np.ndarray) -> dict:
+    """MAE (mHa) per electron count and energy term: ``{"N": {term: mae}}``."""
+    return {
+        str(int(n)): {
+            t: float(1000 * np.abs(predicted[counts == n, i] - true[counts == n, i]).mean())
+            for i, t in enumerate(TARGETS)
+        }
+        for n in np.unique(counts)
+    }
+
+
 def energies(split: dict) -> np.ndarray:
     return np.stack([split[key] for key in TARGETS], axis=1).astype("float32")
 
@@ -629,6 +640,19 @@ def markdown(result: dict) -> str:
             f"`{transfer['targets']}` for the same sample ids; {paired} pairs "
             f"(train/val/test), {v_check}.",
         ]
+    by_count = result.get("energy_mae_by_count_mHa")
+    if by_count:
+        counts = sorted({int(n) for rows in by_count.values() for n in rows})
+        lines += [
+            "",
+            "E_total test MAE (mHa) by electron count N:",
+            "",
+            "| input | " + " | ".join(f"N = {n}" for n in counts) + " |",
+            "|---" * (len(counts) + 1) + "|",
+        ]
+        for kind, rows in by_count.items():
+            cells = (f"{rows[str(n)]['e_total']:.1f}" if str(n) in rows else "–" for n in counts)
+            lines.append(f"| {labels.get(kind, kind)} | " + " | ".join(cells) + " |")
     d = result.get("density")
     if d is None:
         return "\n".join(lines) + "\n"
@@ -733,6 +757,12 @@ def main(argv: list[str] | None = None) -> dict:
         "the others are loaded from --out and re-scored",
     )
     parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="train nothing: score the models saved in --out under --name again and "
+        "rewrite the results (e.g. after the scoring gained a column)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the checkpoints that an interrupted run with the same arguments left "
@@ -751,7 +781,11 @@ def main(argv: list[str] | None = None) -> dict:
         for m in MODELS
         if (m != "transfer" or args.transfer_targets is not None) and (m != "spin_density" or spin)
     ]
-    if args.only is None:
+    if args.rescore:
+        if args.only is not None:
+            parser.error("--rescore trains nothing: it takes no --only")
+        args.only = []
+    elif args.only is None:
         args.only = models
     elif "transfer" in args.only and args.transfer_targets is None:
         parser.error("--only transfer needs --transfer-targets DIR")
@@ -812,6 +846,7 @@ def main(argv: list[str] | None = None) -> dict:
             None if args.train_fraction is None else [int(i) for i in splits["train"]["id"]]
         ),
         "energy_mae_mHa": {},
+        "energy_mae_by_count_mHa": {},
         "epochs": {},
         "tiles": {},
         "labels": {"density": "density", "v_ext": "v_ext", "spin_density": "spin densities"},
@@ -870,8 +905,9 @@ def main(argv: list[str] | None = None) -> dict:
         if model_id not in args.only and not path.exists():
             if model_id in previous_result.get("energy_mae_mHa", {}):
                 # Energy models of runs before they were committed: keep the stored row.
-                for field in ("energy_mae_mHa", "epochs", "tiles"):
-                    result[field][model_id] = previous_result[field][model_id]
+                for field in ("energy_mae_mHa", "energy_mae_by_count_mHa", "epochs", "tiles"):
+                    if model_id in previous_result.get(field, {}):
+                        result[field][model_id] = previous_result[field][model_id]
                 kept_rows.append(model_id)
                 print(f"{model_id}: {path} missing, the stored row is kept")
             else:
@@ -901,6 +937,9 @@ def main(argv: list[str] | None = None) -> dict:
             t: float(1000 * np.abs(predicted[:, i] - true[:, i]).mean())
             for i, t in enumerate(TARGETS)
         }
+        result["energy_mae_by_count_mHa"][model_id] = mae_by_count(
+            true, predicted, data["test"]["n_electrons"]
+        )
         result["epochs"][model_id] = epochs
         result["tiles"][model_id] = tiles(model)
         label = result["labels"][model_id]
@@ -910,8 +949,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.transfer_targets is None and "transfer" in previous_result.get("energy_mae_mHa", {}):
         # Rerunning other models without --transfer-targets keeps the stored transfer row.
         result["transfer"] = previous_result["transfer"]
-        for key in ("energy_mae_mHa", "epochs", "tiles", "labels"):
-            result[key]["transfer"] = previous_result[key]["transfer"]
+        for key in ("energy_mae_mHa", "energy_mae_by_count_mHa", "epochs", "tiles", "labels"):
+            if "transfer" in previous_result.get(key, {}):
+                result[key]["transfer"] = previous_result[key]["transfer"]
 
     start = time.perf_counter()
     path = output_path(args.out, args.name, "dcign_density_from_v_ext.keras")

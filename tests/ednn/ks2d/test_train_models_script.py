@@ -63,6 +63,20 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
         assert again["epochs"][kind] == 1  # read from the results file as it is at rescoring
     stored = json.loads((tmp_path / "tiny_train_models.json").read_text())
     assert "density" in stored and stored["epochs"]["dcign"] == 1
+    # By electron count: the per-N errors, weighted by the test samples per N, are the MAE.
+    counts = script.load_splits(dataset)[0]["test"]["n_electrons"]
+    for kind in ("density", "v_ext"):
+        by_count = result["energy_mae_by_count_mHa"][kind]
+        assert set(by_count) == {str(n) for n in np.unique(counts)}
+        weighted = sum(np.sum(counts == int(n)) * row["e_total"] for n, row in by_count.items())
+        assert weighted / len(counts) == pytest.approx(result["energy_mae_mHa"][kind]["e_total"])
+    assert "E_total test MAE (mHa) by electron count" in table
+    # --rescore trains nothing and scores every saved model again.
+    rescored = script.main([*arguments, "--rescore"])
+    for kind in ("density", "v_ext"):
+        rows = (rescored["energy_mae_mHa"][kind], again["energy_mae_mHa"][kind])
+        assert rows[0] == pytest.approx(rows[1], rel=1e-4)
+    assert rescored["epochs"] == again["epochs"] and "density" in rescored
 
 
 def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
@@ -143,6 +157,7 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
         (["--train-fraction", "0.01"], "leaves no training sample"),
         (["--only", "spin_density"], "needs a spin-polarised dataset"),
+        (["--rescore", "--only", "v_ext"], "--rescore trains nothing"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
