@@ -795,6 +795,18 @@ def main(argv: list[str] | None = None) -> dict:
             f"set); {args.data} is spin-unpolarised"
         )
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        stored_path = output_path(args.out, args.name, "train_models.json")
+        if not stored_path.exists():
+            parser.error(f"--rescore: no results to rescore at {stored_path}")
+        # The rescored results describe the run that trained the models, not these defaults.
+        stored = json.loads(stored_path.read_text())
+        (schedule, args.minutes) = (stored["schedule"], stored["minutes_per_model"])
+        for option in ("epochs", "lr", "batch_size", "augment", "seed", "baseline"):
+            setattr(args, option, schedule[option])
+        args.v_ceiling = schedule.get("v_ceiling_Ha")
+        args.density_sqrt = schedule.get("density_sqrt", False)
+        args.train_fraction = stored.get("train_fraction")
 
     def checkpoints(model_id: str) -> Path:
         return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
