@@ -557,6 +557,33 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
     atomic_savefig(fig, output_path(out, name, "densities.png"), dpi=100)
 
 
+def keep_rows_finished_meanwhile(result: dict, stored: dict, trained) -> list[str]:
+    """Copies into ``result`` the rows that ``stored`` has and ``result`` lacks.
+
+    Runs of the same ``--name`` may train different models side by side; one that finished
+    while this one trained wrote its rows to the results file after this run had looked for
+    its model. Returns the model ids kept.
+    """
+    kept = []
+    for model_id in stored.get("energy_mae_mHa", {}):
+        if model_id in result["energy_mae_mHa"] or model_id in trained:
+            continue
+        for field in ("energy_mae_mHa", "energy_mae_by_count_mHa", "epochs", "tiles", "labels"):
+            if model_id in stored.get(field, {}):
+                result[field][model_id] = stored[field][model_id]
+        if model_id == "transfer":
+            result["transfer"] = stored["transfer"]
+        kept.append(model_id)
+    if "dcign" not in result["epochs"] and "dcign" not in trained and "density" in stored:
+        for field in ("density", "density_energies"):
+            if field in stored:
+                result[field] = stored[field]
+        for field in ("epochs", "tiles"):
+            result[field]["dcign"] = stored[field]["dcign"]
+        kept.append("dcign")
+    return kept
+
+
 def uncompiled(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with its weights but no optimizer state: a third of the file size."""
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
@@ -997,6 +1024,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["density_energies"] = density_energy_errors(test, density_pred[..., 0], config)
         print(f"dcign: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
+    if previous_path.exists():
+        latest = json.loads(previous_path.read_text())
+        kept_rows += keep_rows_finished_meanwhile(result, latest, args.only)
     atomic_write_text(
         output_path(args.out, args.name, "train_models.json"), json.dumps(result, indent=1) + "\n"
     )

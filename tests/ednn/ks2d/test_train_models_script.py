@@ -82,6 +82,36 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
     assert rescored["epochs"] == again["epochs"] and "density" in rescored
 
 
+def test_a_run_of_the_same_name_that_finished_meanwhile_keeps_its_row(
+    script, dataset, tmp_path, monkeypatch
+):
+    arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "side",
+                 "--epochs", "1", "--minutes", "5"]  # fmt: skip
+    first = script.main([*arguments, "--only", "v_ext"])
+    # Rewind to before the v_ext run finished: no results, no model file.
+    (results, model) = (
+        tmp_path / "side_train_models.json",
+        tmp_path / "side_ednn_energies_from_v_ext.keras",
+    )
+    written = results.read_text()
+    results.unlink()
+    model.rename(tmp_path / "aside.keras")
+    original = script.train_energy_model
+
+    def v_ext_finishes_meanwhile(*args, **kwargs):
+        trained = original(*args, **kwargs)
+        (tmp_path / "aside.keras").rename(model)
+        results.write_text(written)
+        return trained
+
+    monkeypatch.setattr(script, "train_energy_model", v_ext_finishes_meanwhile)
+    second = script.main([*arguments, "--only", "density"])
+    assert second["energy_mae_mHa"]["v_ext"] == first["energy_mae_mHa"]["v_ext"]
+    stored = json.loads(results.read_text())
+    assert set(stored["energy_mae_mHa"]) == {"density", "v_ext"}
+    assert "| v_ext |" in (tmp_path / "side_train_models.md").read_text()
+
+
 def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
     arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped",
                  "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--density-sqrt",
