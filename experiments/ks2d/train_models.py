@@ -828,9 +828,10 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--rescore: no results to rescore at {stored_path}")
         # The rescored results describe the run that trained the models, not these defaults.
         stored = json.loads(stored_path.read_text())
-        (schedule, args.minutes) = (stored["schedule"], stored["minutes_per_model"])
+        schedule = stored.get("schedule", {})  # older results lack the newer options
+        args.minutes = stored.get("minutes_per_model", args.minutes)
         for option in ("epochs", "lr", "batch_size", "augment", "seed", "baseline"):
-            setattr(args, option, schedule[option])
+            setattr(args, option, schedule.get(option, parser.get_default(option)))
         args.v_ceiling = schedule.get("v_ceiling_Ha")
         args.density_sqrt = schedule.get("density_sqrt", False)
         args.train_fraction = stored.get("train_fraction")

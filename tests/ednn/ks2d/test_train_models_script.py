@@ -80,6 +80,12 @@ def test_count_baseline_models_train_save_and_rescore(script, dataset, tmp_path)
         rows = (rescored["energy_mae_mHa"][kind], again["energy_mae_mHa"][kind])
         assert rows[0] == pytest.approx(rows[1], rel=1e-4)
     assert rescored["epochs"] == again["epochs"] and "density" in rescored
+    # Results of the first sessions recorded no schedule: rescored with the defaults.
+    path = tmp_path / "tiny_train_models.json"
+    path.write_text(json.dumps({k: v for k, v in stored.items() if k != "schedule"}))
+    oldest = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "tiny",
+                          "--rescore"])  # fmt: skip
+    assert oldest["schedule"]["baseline"] == "none" and oldest["epochs"] == again["epochs"]
 
 
 def test_a_run_of_the_same_name_that_finished_meanwhile_keeps_its_row(
