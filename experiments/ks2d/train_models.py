@@ -248,18 +248,19 @@ def count_baseline_mae(train: dict, test: dict) -> dict:
     where = np.searchsorted(counts, test["n_electrons"])
     if np.any(counts[np.minimum(where, len(counts) - 1)] != test["n_electrons"]):
         return {t: float("nan") for t in TARGETS}  # a test count never seen in training
-    error = np.abs(reference[where] - energies(test))
+    return mae_mHa(energies(test), reference[where])
+
+
+def mae_mHa(true: np.ndarray, predicted: np.ndarray) -> dict:
+    """MAE (mHa) per energy term of energies ``(m, 6)`` in Ha."""
+    error = np.abs(np.asarray(predicted) - np.asarray(true))
     return {t: float(1000 * error[:, i].mean()) for i, t in enumerate(TARGETS)}
 
 
 def mae_by_count(true: np.ndarray, predicted: np.ndarray, counts: np.ndarray) -> dict:
     """MAE (mHa) per electron count and energy term: ``{"N": {term: mae}}``."""
     return {
-        str(int(n)): {
-            t: float(1000 * np.abs(predicted[counts == n, i] - true[counts == n, i]).mean())
-            for i, t in enumerate(TARGETS)
-        }
-        for n in np.unique(counts)
+        str(int(n)): mae_mHa(true[counts == n], predicted[counts == n]) for n in np.unique(counts)
     }
 
 
@@ -557,12 +558,13 @@ def plot(out: Path, name: str | None, rows: dict, test: dict, density_pred) -> N
     atomic_savefig(fig, output_path(out, name, "densities.png"), dpi=100)
 
 
-def keep_rows_finished_meanwhile(result: dict, stored: dict, trained) -> list[str]:
-    """Copies into ``result`` the rows that ``stored`` has and ``result`` lacks.
+def keep_stored_rows(result: dict, stored: dict, trained) -> list[str]:
+    """Copies into ``result`` the rows that ``stored`` (the results file) has and it lacks.
 
-    Runs of the same ``--name`` may train different models side by side; one that finished
-    while this one trained wrote its rows to the results file after this run had looked for
-    its model. Returns the model ids kept.
+    Such rows are those of models this run neither trained nor scored: a model whose file
+    is missing (runs before the models were committed), the transfer row when this run has
+    no ``--transfer-targets``, and the rows of a run of the same ``--name`` that finished
+    while this one trained (after this run had looked for its model). Returns their ids.
     """
     kept = []
     for model_id in stored.get("energy_mae_mHa", {}):
@@ -904,8 +906,6 @@ def main(argv: list[str] | None = None) -> dict:
             return json.loads(previous_path.read_text())
         return {}
 
-    previous_result = stored_result()
-
     # Energy models: (key in the splits, model id, splits to train on, row label).
     energy_runs = [("density", "density", splits), ("v_ext", "v_ext", splits)]
     if spin:
@@ -943,15 +943,9 @@ def main(argv: list[str] | None = None) -> dict:
         path = output_path(args.out, args.name, filename)
         start = time.perf_counter()
         if model_id not in args.only and not path.exists():
-            if model_id in previous_result.get("energy_mae_mHa", {}):
-                # Energy models of runs before they were committed: keep the stored row.
-                for field in ("energy_mae_mHa", "energy_mae_by_count_mHa", "epochs", "tiles"):
-                    if model_id in previous_result.get(field, {}):
-                        result[field][model_id] = previous_result[field][model_id]
-                kept_rows.append(model_id)
-                print(f"{model_id}: {path} missing, the stored row is kept")
-            else:
-                print(f"{model_id}: not trained yet ({path} missing), left out")
+            # A stored row of it (a run before the models were committed, or one finishing
+            # beside this) is kept by keep_stored_rows when results are written.
+            print(f"{model_id}: {path} missing, not scored (its stored row, if any, is kept)")
             continue
         if model_id in args.only:
             provenance = {}
@@ -973,10 +967,7 @@ def main(argv: list[str] | None = None) -> dict:
             epochs = stored_result().get("epochs", {}).get(model_id)
             predicted = np.asarray(predicted, np.float64)
         true = energies(data["test"]).astype(np.float64)
-        result["energy_mae_mHa"][model_id] = {
-            t: float(1000 * np.abs(predicted[:, i] - true[:, i]).mean())
-            for i, t in enumerate(TARGETS)
-        }
+        result["energy_mae_mHa"][model_id] = mae_mHa(true, predicted)
         result["energy_mae_by_count_mHa"][model_id] = mae_by_count(
             true, predicted, data["test"]["n_electrons"]
         )
@@ -985,13 +976,6 @@ def main(argv: list[str] | None = None) -> dict:
         label = result["labels"][model_id]
         parity_rows[label] = (true, predicted, data["test"]["n_electrons"])
         print(f"{model_id}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
-
-    if args.transfer_targets is None and "transfer" in previous_result.get("energy_mae_mHa", {}):
-        # Rerunning other models without --transfer-targets keeps the stored transfer row.
-        result["transfer"] = previous_result["transfer"]
-        for key in ("energy_mae_mHa", "energy_mae_by_count_mHa", "epochs", "tiles", "labels"):
-            if "transfer" in previous_result.get(key, {}):
-                result[key]["transfer"] = previous_result[key]["transfer"]
 
     start = time.perf_counter()
     path = output_path(args.out, args.name, "dcign_density_from_v_ext.keras")
@@ -1027,7 +1011,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if previous_path.exists():
         latest = json.loads(previous_path.read_text())
-        kept_rows += keep_rows_finished_meanwhile(result, latest, args.only)
+        kept_rows += keep_stored_rows(result, latest, args.only)
     atomic_write_text(
         output_path(args.out, args.name, "train_models.json"), json.dumps(result, indent=1) + "\n"
     )
