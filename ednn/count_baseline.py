@@ -22,12 +22,15 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+from ednn.model import ChecksImageArrays
 
 COUNT_SOURCES = ("integral", "channel")
 
 
 @keras.saving.register_keras_serializable(package="ednn")
-class CountBaseline(keras.Model):
+class CountBaseline(ChecksImageArrays, keras.Model):
     """`model(images) + reference(N)`, with `N` read from the images.
 
     Args:
@@ -126,9 +129,28 @@ class CountBaseline(keras.Model):
         return self._first + keras.ops.matmul(steps, self._slopes)
 
     def call(self, images, training=None):
+        images = tf.convert_to_tensor(images)
+        self._check_images_shape(tuple(images.shape))
+        n_channels = getattr(self.model, "n_channels", None)
+        if n_channels is not None:
+            # Fails with the expected shape, not inside the slices of `electron_counts`, when
+            # a graph traced with unknown channels gets the wrong number.
+            images = tf.ensure_shape(images, [None, None, None, n_channels])
         return self.model(images, training=training) + self.reference_at(
             self.electron_counts(images)
         )
+
+    def _check_images_shape(self, shape) -> None:
+        check = getattr(self.model, "_check_images_shape", None)
+        if check is not None:
+            check(shape)  # names the channel count the model takes
+        n_channels = shape[-1] if len(shape) == 4 else None
+        if len(shape) != 4 or (n_channels is not None and max(self.channels) >= n_channels):
+            raise ValueError(
+                f"{type(self).__name__} expected images of shape (batch, height, width, C) with "
+                f"channels {list(self.channels)} to count electrons from. "
+                f"Received: images.shape={shape}"
+            )
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.n_targets)

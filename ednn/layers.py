@@ -349,3 +349,58 @@ class AppendSqrt(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "channel": self.channel}
+
+
+@keras.saving.register_keras_serializable(package="ednn")
+class ChannelPermutation(keras.layers.Layer):
+    """Reorders image channels: output channel `i` is input channel `order[i]`.
+
+    With `order = (1, 0)` it swaps the spin-up and spin-down densities of a two-channel
+    image.  The map is pixel-wise and moves zeros to zeros, so it commutes with tiling
+    (periodic or zero padding).
+
+    Args:
+        order: A permutation of `range(C)`, `C` the number of channels.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Call arguments:
+        images: Tensor of shape `(..., C)`.
+
+    Returns:
+        A tensor of the same shape, channels reordered.
+    """
+
+    def __init__(self, order: Sequence[int], **kwargs):
+        super().__init__(**kwargs)
+        self.order = as_permutation(order, "order")
+
+    def build(self, input_shape):
+        if input_shape[-1] != len(self.order):
+            raise ValueError(
+                f"`order` {self.order} must permute the input's {input_shape[-1]} channels. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+
+    def call(self, images):
+        return keras.ops.take(images, list(self.order), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "order": list(self.order)}
+
+
+def as_permutation(order, name: str) -> tuple[int, ...]:
+    """`order` as a tuple of ints after checking that it permutes `range(len(order))`."""
+    values = tuple(order) if isinstance(order, Sequence | np.ndarray) else None
+    if (
+        not values
+        or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in values)
+        or sorted(int(i) for i in values) != list(range(len(values)))
+    ):
+        raise ValueError(
+            f"`{name}` must be a permutation of 0 .. C-1 (C channels), e.g. (1, 0). "
+            f"Received: {name}={order!r}"
+        )
+    return tuple(int(i) for i in values)

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from ednn._validation import as_int_pair, check_positive_int
 from ednn.fused import FusedTileNetwork, NotFusableError, apply_energy_affine
-from ednn.layers import ExtractTiles, SumTiles
+from ednn.layers import ChannelPermutation, ExtractTiles, SumTiles, as_permutation
 
 # How an EDNN runs its tile network: tile by tile, fused over the whole image (ednn.fused), or
 # fused whenever the tile network allows it.
@@ -135,8 +135,91 @@ def default_tile_network(
     return keras.Sequential(layers, name=name)
 
 
+def channel_symmetric(
+    tile_network: keras.Model,
+    permutations: Sequence[Sequence[int]],
+    *,
+    name: str = "channel_symmetric_tile_network",
+) -> keras.Model:
+    """A tile network averaged over a group of channel permutations, hence invariant to them.
+
+    `f_sym(t) = mean over p in permutations of f(t with channels reordered by p)`.  When
+    the permutations form a group (they hold the identity and every composition of two of
+    them), `f_sym` gives the same output for a tile and for any of its permutations, exactly
+    and whatever the weights, and so does the EDNN summing it over tiles.  The energies of
+    spin densities `(n↑, n↓)` are invariant under the swap of the two channels (no magnetic
+    field): `permutations=[(0, 1), (1, 0)]`.  The one network `f` is shared by all terms
+    (same weights); it runs once per permutation.
+
+    Args:
+        tile_network: A Keras model with one defined input of shape `(T0, T1, C)`.
+        permutations: The group, each a permutation of `range(C)` (see
+            :class:`ednn.layers.ChannelPermutation`).
+        name: Name of the returned model.
+
+    Returns:
+        A functional `keras.Model` with the input and output shapes of `tile_network`.
+    """
+    group = {as_permutation(p, "permutations") for p in permutations}
+    n_channels = len(next(iter(group), ()))
+    identity = tuple(range(n_channels))
+    if identity not in group or any(len(p) != n_channels for p in group):
+        raise ValueError(
+            "`permutations` must hold the identity and permute the same channels. "
+            f"Received: permutations={[list(p) for p in permutations]}"
+        )
+    if any(tuple(q[i] for i in p) not in group for p in group for q in group):
+        raise ValueError(
+            "`permutations` must be closed under composition (a group), or the average is "
+            f"not invariant. Received: permutations={[list(p) for p in permutations]}"
+        )
+    try:
+        (tiles,) = tile_network.inputs
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            "`tile_network` must be a Keras model with one defined input, the tiles."
+        ) from error
+    if tiles.shape[-1] != n_channels:
+        raise ValueError(
+            f"`permutations` permute {n_channels} channels; the tile network takes "
+            f"{tiles.shape[-1]}. Received: tile input shape={tuple(tiles.shape[1:])}"
+        )
+    inputs = keras.Input(tiles.shape[1:], name="tiles")
+    outputs = [
+        tile_network(
+            inputs if p == identity else ChannelPermutation(p, name=f"permute_{i}")(inputs)
+        )
+        for i, p in enumerate(sorted(group))
+    ]
+    output = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="average")(outputs)
+    return keras.Model(inputs, output, name=name)
+
+
+class ChecksImageArrays:
+    """Mixin: `predict` and `evaluate` check the shape of array images before running.
+
+    Once `predict` has traced a graph for one input shape, TensorFlow retraces a later call
+    with a different channel count under a relaxed shape (channels unknown), and the wrong
+    count then fails deep inside the graph.  Arrays and tensors are checked here first, by
+    the model's `_check_images_shape`, which raises a `ValueError` naming the shape expected.
+    """
+
+    def predict(self, x, *args, **kwargs):
+        self._check_array_images(x)
+        return super().predict(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_array_images(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def _check_array_images(self, x) -> None:
+        shape = getattr(x, "shape", None)
+        if shape is not None and not isinstance(x, tf.data.Dataset):
+            self._check_images_shape(tuple(shape))
+
+
 @keras.saving.register_keras_serializable(package="ednn")
-class EDNN(keras.Model):
+class EDNN(ChecksImageArrays, keras.Model):
     """Extensive deep neural network: the sum of one shared network over all tiles.
 
     The image is cut into focus/context tiles (:class:`ednn.layers.ExtractTiles`), every

@@ -67,7 +67,7 @@ from ednn.ks2d.grid import Grid
 from ednn.ks2d.xc import Functional
 from ednn.layers import AppendSqrt, ChannelCeiling, ExtractTiles
 from ednn.losses import WeightedMAE
-from ednn.model import build_ednn, default_tile_network
+from ednn.model import build_ednn, channel_symmetric, default_tile_network
 from ednn.resumable import ResumableFit
 
 TARGETS = ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total")
@@ -385,7 +385,9 @@ def train_energy_model(
     channel. With ``v_ceiling`` (Ha) a potential-input tile network first caps the potential
     channel there (:class:`ednn.layers.ChannelCeiling`); with ``density_sqrt`` a
     density-input tile network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way
-    the saved model takes the same images as without.
+    the saved model takes the same images as without. A spin-density tile network is
+    averaged over the swap of `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the
+    model gives the same energies for both, as the solver does.
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -420,6 +422,10 @@ def train_energy_model(
             [keras.Input((*tile_shape, x_train.shape[-1])), *inputs, tile_network],
             name="mapped_tile_network",
         )
+    if key == "spin_densities":
+        # The energies do not change when n↑ and n↓ swap: average the network over the swap.
+        tile_network = channel_symmetric(tile_network, [(0, 1), (1, 0)])
+        mapped["spin_flip_symmetric"] = True
     model = build_ednn(
         focus,
         context,

@@ -126,3 +126,14 @@ def test_bad_arguments_are_named(options, match):
     arguments = {"counts": COUNTS, "reference": REFERENCE, **options}
     with pytest.raises(ValueError, match=match):
         CountBaseline(Zero(), **arguments)
+
+
+def test_predict_with_other_channels_after_a_first_predict_names_the_shape():
+    inner = build_ednn(4, 2, n_channels=2, n_targets=2, conv_layers=[(2, 3, 1, 1)], dense_units=[])
+    model = CountBaseline(inner, COUNTS, REFERENCE, "integral", (0, 1), 0.25)
+    images = np.concatenate([_density_images([2, 4])] * 2, axis=-1) / 2
+    model.predict(images, verbose=0)
+    with pytest.raises(ValueError, match=r"expected images of shape \(batch, height, width, 2\)"):
+        model.predict(images[..., :1], verbose=0)
+    with pytest.raises(ValueError, match="channels \\[0, 1\\] to count electrons from"):
+        CountBaseline(Zero(), COUNTS, REFERENCE, "integral", (0, 1), 0.25)(images[..., :1])

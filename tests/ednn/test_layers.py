@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tiling
-from ednn.layers import AppendSqrt, ChannelCeiling, ExtractTiles, SumTiles
+from ednn.layers import AppendSqrt, ChannelCeiling, ChannelPermutation, ExtractTiles, SumTiles
 
 
 def reference_tiles(image, focus, context, boundary="periodic"):
@@ -209,3 +209,23 @@ def test_append_sqrt_rejects_a_bad_channel():
         AppendSqrt(channel=-1)
     with pytest.raises(ValueError, match="must index the input's 2 channels"):
         AppendSqrt(channel=2)(np.zeros((1, 4, 4, 2), "float32"))
+
+
+def test_channel_permutation_reorders_channels_and_round_trips(tmp_path):
+    images = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((4, 4, 3)), ChannelPermutation((2, 0, 1))])
+    np.testing.assert_array_equal(model(images), images[..., [2, 0, 1]])
+    model.save(tmp_path / "permute.keras")
+    loaded = keras.saving.load_model(tmp_path / "permute.keras")
+    np.testing.assert_array_equal(loaded(images), images[..., [2, 0, 1]])
+
+
+@pytest.mark.parametrize("order", [(), (0, 0), (1, 2), (0, 1.0), "10", (True, False)])
+def test_channel_permutation_rejects_what_is_not_a_permutation(order):
+    with pytest.raises(ValueError, match="must be a permutation"):
+        ChannelPermutation(order)
+
+
+def test_channel_permutation_rejects_images_with_other_channels():
+    with pytest.raises(ValueError, match="must permute the input's 3 channels"):
+        ChannelPermutation((1, 0))(np.zeros((1, 4, 4, 3), "float32"))

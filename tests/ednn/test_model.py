@@ -14,6 +14,7 @@ import ednn
 from ednn.model import (
     EDNN,
     build_ednn,
+    channel_symmetric,
     default_tile_network,
     load_ednn,
     predict_image,
@@ -280,3 +281,49 @@ def test_model_trains_with_keras_fit():
     assert np.all(np.isfinite(history.history["loss"]))
     after = model.tile_network.get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_channel_symmetric_ednn_is_invariant_to_the_swap_and_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    plain = default_tile_network(FOCUS + 2 * CONTEXT, 2, 3, **SMALL_NET)
+    symmetric = channel_symmetric(plain, [(0, 1), (1, 0)])
+    model = build_ednn(FOCUS, CONTEXT, n_channels=2, tile_network=symmetric)
+    image = random_image((2, 8, 12, 2))
+    swapped = image[..., ::-1]
+    np.testing.assert_allclose(model.predict(swapped, verbose=0), model(image), rtol=1e-5)
+    # It is the mean of the network over the two orders, not the network itself.
+    alone = build_ednn(FOCUS, CONTEXT, n_channels=2, tile_network=plain)
+    np.testing.assert_allclose(
+        model(image), (alone(image) + alone(swapped)) / 2, rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(alone(image), alone(swapped), rtol=1e-3)
+    model.save(tmp_path / "symmetric.keras")
+    loaded = keras.saving.load_model(tmp_path / "symmetric.keras")
+    np.testing.assert_allclose(loaded(image), model(image), rtol=1e-6)
+    assert len(loaded.trainable_weights) == len(plain.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    ("permutations", "match"),
+    [
+        ([(1, 0)], "must hold the identity"),
+        ([(0, 1, 2), (1, 0)], "must hold the identity and permute the same channels"),
+        ([(0, 1, 2), (1, 2, 0)], "closed under composition"),
+        ([(0, 1, 2), (2, 1, 0)], "permute 3 channels; the tile network takes 2"),
+        ([(0, 2)], "must be a permutation"),
+    ],
+)
+def test_channel_symmetric_rejects_what_is_not_a_group_of_the_channels(permutations, match):
+    plain = default_tile_network(FOCUS + 2 * CONTEXT, 2, 1, **SMALL_NET)
+    with pytest.raises(ValueError, match=match):
+        channel_symmetric(plain, permutations)
+
+
+def test_predict_with_other_channels_after_a_first_predict_names_the_shape():
+    # The second call retraces with the channels unknown; the check runs before the graph.
+    model = small_ednn()
+    model.predict(random_image((1, 8, 12, 2)), verbose=0)
+    with pytest.raises(ValueError, match=r"expected images of shape \(batch, height, width, 2\)"):
+        model.predict(random_image((1, 8, 12, 3)), verbose=0)
+    with pytest.raises(ValueError, match="expected images of shape"):
+        model.evaluate(random_image((1, 8, 12, 1)), np.zeros((1, 1)), verbose=0)

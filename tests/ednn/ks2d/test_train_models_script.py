@@ -187,6 +187,13 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
     np.testing.assert_array_equal(model.electron_counts(images), splits["test"]["n_electrons"])
     up = images[..., 0].sum(axis=(1, 2)) * (12.0 / 32) ** 2 / script.N_SCALE
     np.testing.assert_allclose(up, splits["test"]["n_up"], atol=1e-4)
+    # The energies of (n↑, n↓) and (n↓, n↑) are the same, for the solver and for the model.
+    odd = script.image(splits["train"], "spin_densities", script.N_SCALE)
+    odd = odd[splits["train"]["n_electrons"] % 2 == 1]
+    assert len(odd) and not np.allclose(odd[..., ::-1], odd)
+    np.testing.assert_allclose(
+        model.predict(odd[..., ::-1], verbose=0), model.predict(odd, verbose=0), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
