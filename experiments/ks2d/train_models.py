@@ -372,9 +372,16 @@ def _random_symmetry(seed: int):
     return apply
 
 
+def energy_architecture(width: float = 1.0) -> dict:
+    """The energy tile network's layers with ``width`` x the filters and hidden units."""
+    conv = tuple((max(1, round(f * width)), k, s, r) for (f, k, s, r) in ENERGY_CONV_LAYERS)
+    dense = tuple(max(1, round(u * width)) for u in ENERGY_DENSE_UNITS)
+    return {"conv_layers": conv, "dense_units": dense}
+
+
 def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
-    baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False,
+    baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -385,7 +392,8 @@ def train_energy_model(
     channel. With ``v_ceiling`` (Ha) a potential-input tile network first caps the potential
     channel there (:class:`ednn.layers.ChannelCeiling`); with ``density_sqrt`` a
     density-input tile network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way
-    the saved model takes the same images as without. A spin-density tile network is
+    the saved model takes the same images as without. ``width`` multiplies the filters and
+    units of every hidden layer (:func:`energy_architecture`). A spin-density tile network is
     averaged over the swap of `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the
     model gives the same energies for both, as the solver does.
     """
@@ -414,8 +422,7 @@ def train_energy_model(
         tile_shape,
         n_channels,
         len(TARGETS),
-        conv_layers=ENERGY_CONV_LAYERS,
-        dense_units=ENERGY_DENSE_UNITS,
+        **energy_architecture(width),
     )
     if inputs:
         tile_network = keras.Sequential(
@@ -632,6 +639,11 @@ def markdown(result: dict) -> str:
         )
     if result.get("schedule", {}).get("density_sqrt"):
         lines.append("The density-input models also see √n (`ednn.layers.AppendSqrt`).")
+    if result.get("schedule", {}).get("width", 1.0) != 1.0:
+        lines.append(
+            f"The energy networks are {result['schedule']['width']:g}x as wide (filters and "
+            "hidden units) as the default."
+        )
     lines += [
         "",
         "| input | " + " | ".join(LABELS) + " | epochs | tiles (px) |",
@@ -768,6 +780,14 @@ def main(argv: list[str] | None = None) -> dict:
         "Weizsäcker kinetic energy (ednn.layers.AppendSqrt)",
     )
     parser.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="the energy networks get W times the filters and hidden units of every hidden "
+        "layer (default 1: convolutions of 32, 32, 32, 64, 64 filters, 128 dense units)",
+    )
+    parser.add_argument(
         "--train-fraction",
         type=float,
         default=None,
@@ -842,11 +862,14 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, option, schedule.get(option, parser.get_default(option)))
         args.v_ceiling = schedule.get("v_ceiling_Ha")
         args.density_sqrt = schedule.get("density_sqrt", False)
+        args.width = schedule.get("width", 1.0)
         args.train_fraction = stored.get("train_fraction")
 
     def checkpoints(model_id: str) -> Path:
         return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
 
+    if not (np.isfinite(args.width) and args.width > 0):
+        parser.error(f"--width must be a positive number. Received: {args.width}")
     if args.v_ceiling is not None and not (np.isfinite(args.v_ceiling) and args.v_ceiling > 0):
         parser.error(
             f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}"
@@ -888,6 +911,7 @@ def main(argv: list[str] | None = None) -> dict:
             "baseline": args.baseline,
             "v_ceiling_Ha": args.v_ceiling,
             "density_sqrt": args.density_sqrt,
+            "width": args.width,
         },
         "train_fraction": args.train_fraction,
         "train_ids": (
@@ -961,7 +985,7 @@ def main(argv: list[str] | None = None) -> dict:
                 data, key, SCALES[key], args.focus, args.context, schedule,
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
-                density_sqrt=args.density_sqrt,
+                density_sqrt=args.density_sqrt, width=args.width,
             )  # fmt: skip
             if not finished:
                 unfinished(model_id, epochs)

@@ -121,7 +121,7 @@ def test_a_run_of_the_same_name_that_finished_meanwhile_keeps_its_row(
 def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
     arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped",
                  "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--density-sqrt",
-                 "--train-fraction", "0.5",
+                 "--train-fraction", "0.5", "--width", "0.5",
                  "--only", "v_ext", "density"]  # fmt: skip
     result = script.main(arguments)
     assert result["schedule"]["v_ceiling_Ha"] == 5.0
@@ -136,10 +136,15 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     assert isinstance(ceiling, ChannelCeiling)
     assert ceiling.ceiling == 5.0 * script.V_SCALE and ceiling.channels == (0,)
     assert model.metadata["provenance"]["v_ceiling_Ha"] == 5.0
+    # --width 0.5: half the filters and units of every hidden layer.
+    hidden = [layer for layer in model.tile_network.layers[-1].layers if layer.name != "output"]
+    widths = [getattr(layer, "filters", getattr(layer, "units", None)) for layer in hidden]
+    assert [w for w in widths if w is not None] == [16, 16, 16, 32, 32, 64]
     density_model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_density.keras")
     assert isinstance(density_model.tile_network.get_layer("density_sqrt"), AppendSqrt)
     table = (tmp_path / "capped_train_models.md").read_text()
     assert "caps the potential at 5 Ha" in table and "also see √n" in table
+    assert "0.5x as wide" in table
     # split_errors.py scores the saved model on every split; its test row is the script's.
     spec = importlib.util.spec_from_file_location(
         "split_errors", SCRIPT.with_name("split_errors.py")
@@ -200,6 +205,7 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
     ("option", "message"),
     [
         (["--v-ceiling", "-1"], "--v-ceiling must be a positive number"),
+        (["--width", "0"], "--width must be a positive number"),
         (["--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
         (["--train-fraction", "0.01"], "leaves no training sample"),
         (["--only", "spin_density"], "needs a spin-polarised dataset"),
