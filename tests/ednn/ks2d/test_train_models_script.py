@@ -217,3 +217,29 @@ def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, mess
     with pytest.raises(SystemExit):
         script.main(["--data", str(dataset), "--out", str(tmp_path), *option])
     assert message in capsys.readouterr().err
+
+
+def test_ensemble_scores_each_model_and_their_mean(script, dataset, tmp_path):
+    maes = []
+    for seed in (0, 1):
+        result = script.main(["--data", str(dataset), "--out", str(tmp_path),
+                              "--name", f"seed{seed}", "--seed", str(seed), "--epochs", "1",
+                              "--minutes", "5", "--only", "v_ext"])  # fmt: skip
+        maes.append(result["energy_mae_mHa"]["v_ext"])
+    spec = importlib.util.spec_from_file_location("ensemble", SCRIPT.with_name("ensemble.py"))
+    ensemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensemble)
+    result = ensemble.main(["--data", str(dataset), "--out", str(tmp_path),
+                            "--names", "seed0", "seed1", "--input", "v_ext"])  # fmt: skip
+    rows = result["test_mae_mHa"]
+    for name, mae in zip(("seed0", "seed1"), maes, strict=True):
+        assert rows[name] == pytest.approx(mae, rel=1e-4)
+    # |mean of errors| <= mean of |errors|, term by term; equal only if they never differ in sign.
+    for term, value in rows["mean of the models"].items():
+        assert value <= (maes[0][term] + maes[1][term]) / 2 + 1e-9
+    assert len(result["e_total_error_correlation"]) == 2
+    assert (tmp_path / "data_ensemble_v_ext.md").exists()
+    with pytest.raises(SystemExit):
+        ensemble.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "seed0"])
+    with pytest.raises(SystemExit):
+        ensemble.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "seed0", "x"])
