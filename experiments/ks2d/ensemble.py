@@ -3,7 +3,8 @@
 Models trained alike from different seeds err partly independently; the mean of their
 predictions then errs less than each. How much less says whether an ensemble is worth its
 cost. Prints a table (test MAE in mHa per term: each model, then their mean) and the
-correlation of the models' E_total errors, and writes both next to the models:
+correlation of the models' E_total errors, and writes both next to the models
+(``<dataset>_ensemble_<input>[_<label>].{md,json}``):
 
     python experiments/ks2d/ensemble.py --data data/ks2d-sho-lda-2k --input v_ext \\
         --names sho-lda-2k-count-short sho-lda-2k-count-short-seed1
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--names", nargs="+", required=True, help="run names (--name), 2 or more")
     parser.add_argument("--input", default="v_ext", choices=tuple(tm.SCALES))
+    parser.add_argument(
+        "--label", default=None, help="suffix of the output files, to keep several ensembles"
+    )
     args = parser.parse_args(argv)
     if len(set(args.names)) < 2:
         parser.error(f"--names needs two or more different runs. Received: {args.names}")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     lines += ["", f"Correlation of the models' E_total errors: {off_diagonal.mean():.2f} (mean)."]
     table = "\n".join(lines) + "\n"
     print(table)
-    stem = f"{args.data.name}_ensemble_{args.input}"
+    stem = f"{args.data.name}_ensemble_{args.input}" + (f"_{args.label}" if args.label else "")
     atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(args.out / f"{stem}.md", table)
     return result

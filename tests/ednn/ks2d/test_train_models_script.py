@@ -230,7 +230,8 @@ def test_ensemble_scores_each_model_and_their_mean(script, dataset, tmp_path):
     ensemble = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ensemble)
     result = ensemble.main(["--data", str(dataset), "--out", str(tmp_path),
-                            "--names", "seed0", "seed1", "--input", "v_ext"])  # fmt: skip
+                            "--names", "seed0", "seed1", "--input", "v_ext",
+                            "--label", "pair"])  # fmt: skip
     rows = result["test_mae_mHa"]
     for name, mae in zip(("seed0", "seed1"), maes, strict=True):
         assert rows[name] == pytest.approx(mae, rel=1e-4)
@@ -238,7 +239,7 @@ def test_ensemble_scores_each_model_and_their_mean(script, dataset, tmp_path):
     for term, value in rows["mean of the models"].items():
         assert value <= (maes[0][term] + maes[1][term]) / 2 + 1e-9
     assert len(result["e_total_error_correlation"]) == 2
-    assert (tmp_path / "data_ensemble_v_ext.md").exists()
+    assert (tmp_path / "data_ensemble_v_ext_pair.md").exists()
     with pytest.raises(SystemExit):
         ensemble.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "seed0"])
     with pytest.raises(SystemExit):
