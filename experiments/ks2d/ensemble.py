@@ -9,6 +9,9 @@ correlation of the models' E_total errors, and writes both next to the models
     python experiments/ks2d/ensemble.py --data data/ks2d-sho-lda-2k --input v_ext \\
         --names sho-lda-2k-count-short sho-lda-2k-count-short-seed1
 
+With ``--average-symmetries`` every model is first averaged over the 8 symmetries of the
+grid (``ednn.symmetry.SymmetryAverage``, as ``symmetrize.py`` scores them).
+
 By convexity the MAE of the mean is at most the mean of the members' MAEs, whatever the
 models; it is as low as the members' MAE over √M only when their errors are uncorrelated.
 """
@@ -25,6 +28,7 @@ import numpy as np
 
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn._io import atomic_write_text
+from ednn.symmetry import SymmetryAverage
 
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("train_models", HERE / "train_models.py")
@@ -41,6 +45,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--label", default=None, help="suffix of the output files, to keep several ensembles"
     )
+    parser.add_argument(
+        "--average-symmetries",
+        action="store_true",
+        help="average each model over the 8 symmetries of the grid first",
+    )
     args = parser.parse_args(argv)
     if len(set(args.names)) < 2:
         parser.error(f"--names needs two or more different runs. Received: {args.names}")
@@ -52,9 +61,11 @@ def main(argv: list[str] | None = None) -> dict:
     test = splits["test"]
     images = tm.image(test, args.input, tm.SCALES[args.input])
     truths = tm.energies(test).astype(np.float64)
+    models = [keras.saving.load_model(p, compile=False) for p in paths]
+    if args.average_symmetries:
+        models = [SymmetryAverage(m, mirror_shift=1) for m in models]
     predictions = [
-        np.asarray(keras.saving.load_model(p).predict(images, batch_size=64, verbose=0), np.float64)
-        for p in paths
+        np.asarray(m.predict(images, batch_size=64, verbose=0), np.float64) for m in models
     ]
     rows = {name: tm.mae_mHa(truths, p) for name, p in zip(args.names, predictions, strict=True)}
     rows["mean of the models"] = tm.mae_mHa(truths, np.mean(predictions, axis=0))
@@ -63,11 +74,17 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "data": str(args.data),
         "input": args.input,
+        "average_symmetries": args.average_symmetries,
         "test_mae_mHa": rows,
         "e_total_error_correlation": correlation.round(4).tolist(),
     }
     lines = [
-        f"Test MAE in mHa, `{args.data}`, energies from {args.input}.",
+        f"Test MAE in mHa, `{args.data}`, energies from {args.input}"
+        + (
+            ", each model averaged over the grid's 8 symmetries."
+            if args.average_symmetries
+            else "."
+        ),
         "",
         "| model | " + " | ".join(tm.LABELS) + " |",
         "|---" * (1 + len(tm.LABELS)) + "|",

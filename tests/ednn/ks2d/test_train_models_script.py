@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -10,7 +11,9 @@ import pytest
 
 from ednn.count_baseline import CountBaseline
 from ednn.ks2d import generate as gen
+from ednn.ks2d.grid import apply_symmetry
 from ednn.layers import AppendSqrt, ChannelCeiling
+from ednn.symmetry import SymmetryAverage
 
 SCRIPT = Path(__file__).parents[3] / "experiments" / "ks2d" / "train_models.py"
 CONFIG = {
@@ -244,3 +247,41 @@ def test_ensemble_scores_each_model_and_their_mean(script, dataset, tmp_path):
         ensemble.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "seed0"])
     with pytest.raises(SystemExit):
         ensemble.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "seed0", "x"])
+
+
+def test_symmetrize_scores_the_saved_models_as_trained_and_averaged(script, dataset, tmp_path):
+    trained = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "run",
+                           "--epochs", "1", "--minutes", "5", "--only", "v_ext", "density"])  # fmt: skip
+    spec = importlib.util.spec_from_file_location("symmetrize", SCRIPT.with_name("symmetrize.py"))
+    symmetrize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(symmetrize)
+    arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "run"]
+    result = symmetrize.main([*arguments, "--models", "v_ext", "--save"])
+    rows = result["mae_mHa"]["v_ext"]
+    assert rows["trained"]["test"] == pytest.approx(trained["energy_mae_mHa"]["v_ext"], rel=1e-4)
+    # The average of a model over images of the same system is a different, invariant model.
+    assert rows["averaged"]["test"] != rows["trained"]["test"]
+    saved = keras.saving.load_model(tmp_path / "run_ednn_energies_from_v_ext_symmetric.keras")
+    assert isinstance(saved, SymmetryAverage) and saved.mirror_shift == 1
+    x = script.image(script.load_splits(dataset)[0]["test"], "v_ext", script.V_SCALE)
+    mirrored = np.moveaxis(apply_symmetry(np.moveaxis(x, -1, 1), 3), 1, -1)
+    np.testing.assert_allclose(saved.predict(mirrored, verbose=0), saved.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    # Without --models: every saved energy model; the table has both kinds for each.
+    result = symmetrize.main(arguments)
+    assert set(result["mae_mHa"]) == {"v_ext", "density"}
+    assert "| density | averaged | test |" in (tmp_path / "run_symmetry_average.md").read_text()
+    with pytest.raises(SystemExit):  # no such run
+        symmetrize.main([*arguments[:4], "--name", "other"])
+    shutil.copy(tmp_path / "run_ednn_energies_from_v_ext_symmetric.keras",
+                tmp_path / "avg_ednn_energies_from_v_ext.keras")  # fmt: skip
+    with pytest.raises(SystemExit):  # averaged already
+        symmetrize.main([*arguments[:4], "--name", "avg"])
+    ensemble = importlib.util.spec_from_file_location("ensemble", SCRIPT.with_name("ensemble.py"))
+    module = importlib.util.module_from_spec(ensemble)
+    ensemble.loader.exec_module(module)
+    script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "run1", "--seed", "1",
+                 "--epochs", "1", "--minutes", "5", "--only", "v_ext"])  # fmt: skip
+    pair = module.main([*arguments[:4], "--names", "run", "run1", "--average-symmetries"])
+    assert pair["average_symmetries"]
+    assert pair["test_mae_mHa"]["run"] == pytest.approx(rows["averaged"]["test"], rel=1e-4)
