@@ -69,6 +69,7 @@ from ednn.layers import AppendSqrt, ChannelCeiling, ExtractTiles
 from ednn.losses import WeightedMAE
 from ednn.model import build_ednn, channel_symmetric, default_tile_network
 from ednn.resumable import ResumableFit
+from ednn.symmetry import SymmetryAverage
 
 TARGETS = ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total")
 LABELS = ("T_s", "E_ext", "E_H", "E_x", "E_c", "E_total")
@@ -608,7 +609,7 @@ def uncompiled(model: keras.Model) -> keras.Model:
 
 def tiles(model) -> str:
     """A model's tiling, ``"focus+2x context"`` in pixels."""
-    if isinstance(model, CountBaseline):
+    while isinstance(model, (SymmetryAverage, CountBaseline)):
         model = model.model
     return f"{model.focus[0]}+2x{model.context[0]}"
 
@@ -639,6 +640,11 @@ def markdown(result: dict) -> str:
         )
     if result.get("schedule", {}).get("density_sqrt"):
         lines.append("The density-input models also see √n (`ednn.layers.AppendSqrt`).")
+    if result.get("schedule", {}).get("average_symmetries"):
+        lines.append(
+            "The saved energy models average their network over the 8 symmetries of the grid "
+            "(`ednn.symmetry.SymmetryAverage`), exactly invariant under them."
+        )
     if result.get("schedule", {}).get("width", 1.0) != 1.0:
         lines.append(
             f"The energy networks are {result['schedule']['width']:g}x as wide (filters and "
@@ -788,6 +794,12 @@ def main(argv: list[str] | None = None) -> dict:
         "layer (default 1: convolutions of 32, 32, 32, 64, 64 filters, 128 dense units)",
     )
     parser.add_argument(
+        "--average-symmetries",
+        action="store_true",
+        help="save and score each trained energy model averaged over the 8 symmetries of the "
+        "grid (ednn.symmetry.SymmetryAverage: exactly invariant, 8x the evaluation cost)",
+    )
+    parser.add_argument(
         "--train-fraction",
         type=float,
         default=None,
@@ -863,6 +875,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.v_ceiling = schedule.get("v_ceiling_Ha")
         args.density_sqrt = schedule.get("density_sqrt", False)
         args.width = schedule.get("width", 1.0)
+        args.average_symmetries = schedule.get("average_symmetries", False)
         args.train_fraction = stored.get("train_fraction")
 
     def checkpoints(model_id: str) -> Path:
@@ -912,6 +925,7 @@ def main(argv: list[str] | None = None) -> dict:
             "v_ceiling_Ha": args.v_ceiling,
             "density_sqrt": args.density_sqrt,
             "width": args.width,
+            "average_symmetries": args.average_symmetries,
         },
         "train_fraction": args.train_fraction,
         "train_ids": (
@@ -989,7 +1003,15 @@ def main(argv: list[str] | None = None) -> dict:
             )  # fmt: skip
             if not finished:
                 unfinished(model_id, epochs)
-            save_model_atomic(uncompiled(model), path)
+            model = uncompiled(model)
+            if args.average_symmetries:
+                # The grid mirrors about pixel 0 (ednn.ks2d.apply_symmetry): mirror_shift 1.
+                model = SymmetryAverage(model, mirror_shift=1, name=f"{model.name}_symmetric")
+                predicted = np.asarray(
+                    model.predict(image(data["test"], key, SCALES[key]), batch_size=32, verbose=0),
+                    np.float64,
+                )
+            save_model_atomic(model, path)
         else:
             model = keras.saving.load_model(path, compile=False)
             x_test = image(data["test"], key, SCALES[key])

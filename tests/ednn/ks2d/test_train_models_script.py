@@ -285,3 +285,22 @@ def test_symmetrize_scores_the_saved_models_as_trained_and_averaged(script, data
     pair = module.main([*arguments[:4], "--names", "run", "run1", "--average-symmetries"])
     assert pair["average_symmetries"]
     assert pair["test_mae_mHa"]["run"] == pytest.approx(rows["averaged"]["test"], rel=1e-4)
+
+
+def test_average_symmetries_saves_the_invariant_model_and_rescores_it(script, dataset, tmp_path):
+    arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "sym",
+                 "--epochs", "1", "--minutes", "5", "--baseline", "count"]  # fmt: skip
+    result = script.main([*arguments, "--only", "v_ext", "--average-symmetries"])
+    assert result["schedule"]["average_symmetries"] and result["tiles"]["v_ext"] == "16+2x8"
+    model = keras.saving.load_model(tmp_path / "sym_ednn_energies_from_v_ext.keras")
+    assert isinstance(model, SymmetryAverage) and isinstance(model.model, CountBaseline)
+    test = script.load_splits(dataset)[0]["test"]
+    x = script.image(test, "v_ext", script.V_SCALE)
+    swapped = np.moveaxis(apply_symmetry(np.moveaxis(x, -1, 1), 6), 1, -1)
+    np.testing.assert_allclose(model.predict(swapped, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert "8 symmetries of the grid" in (tmp_path / "sym_train_models.md").read_text()
+    again = script.main([*arguments[:6], "--rescore"])
+    assert again["schedule"]["average_symmetries"]
+    for term, value in result["energy_mae_mHa"]["v_ext"].items():
+        assert again["energy_mae_mHa"]["v_ext"][term] == pytest.approx(value, rel=1e-4)
