@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
     truths = tm.energies(test).astype(np.float64)
     models = [keras.saving.load_model(p, compile=False) for p in paths]
     if args.average_symmetries:
-        models = [SymmetryAverage(m, mirror_shift=1) for m in models]
+        models = [
+            m if isinstance(m, SymmetryAverage) else SymmetryAverage(m, mirror_shift=1)
+            for m in models
+        ]
     predictions = [
         np.asarray(m.predict(images, batch_size=64, verbose=0), np.float64) for m in models
     ]

@@ -8,7 +8,8 @@ exactly invariant with the same weights. This script scores every energy model s
 a run name (``train_models.py --name``) on the validation and test splits, as trained and
 averaged, and writes ``<name>_symmetry_average.{md,json}``; with ``--save`` also each
 averaged model, as ``<name>_ednn_energies_from_<input>_symmetric.keras`` beside the
-original (as large as it: the same weights):
+original (as large as it: the same weights). A model trained with ``train_models.py
+--average-symmetries`` is saved averaged; its network alone is the "trained" row:
 
     python experiments/ks2d/symmetrize.py --data data/ks2d-sho-gga-2k \\
         --name sho-gga-2k-count-long
@@ -139,16 +140,20 @@ def main(argv: list[str] | None = None) -> dict:
         if model_id == "transfer":
             (data, _, _) = tm.paired_splits(splits, args.transfer_targets)
         model = keras.saving.load_model(path, compile=False)
-        if isinstance(model, SymmetryAverage):
-            parser.error(f"{path} is averaged already")
-        averaged = SymmetryAverage(model, mirror_shift=MIRROR_SHIFT, name=f"{model.name}_symmetric")
+        saved_averaged = isinstance(model, SymmetryAverage)
+        if saved_averaged:  # train_models.py --average-symmetries: score its network alone too
+            (averaged, model) = (model, model.model)
+        else:
+            averaged = SymmetryAverage(
+                model, mirror_shift=MIRROR_SHIFT, name=f"{model.name}_symmetric"
+            )
         (trained_mae, _) = score(model, data, key)
         (averaged_mae, predicted) = score(averaged, data, key)
         result["mae_mHa"][model_id] = {"trained": trained_mae, "averaged": averaged_mae}
         result["by_count_mHa"][model_id] = tm.mae_by_count(
             tm.energies(data["test"]).astype(np.float64), predicted, data["test"]["n_electrons"]
         )
-        if args.save:
+        if args.save and not saved_averaged:
             save_model_atomic(averaged, symmetric_path(path))
         print(f"{model_id}: {time.perf_counter() - start:.0f} s", flush=True)
     table = markdown(result)
