@@ -307,3 +307,30 @@ def test_average_symmetries_saves_the_invariant_model_and_rescores_it(script, da
     assert again["schedule"]["average_symmetries"]
     for term, value in result["energy_mae_mHa"]["v_ext"].items():
         assert again["energy_mae_mHa"]["v_ext"][term] == pytest.approx(value, rel=1e-4)
+
+
+def test_error_anatomy_groups_every_pooled_sample_once(script, dataset, tmp_path):
+    result = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "run",
+                          "--epochs", "1", "--minutes", "5", "--only", "v_ext"])  # fmt: skip
+    spec = importlib.util.spec_from_file_location("anatomy", SCRIPT.with_name("error_anatomy.py"))
+    anatomy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(anatomy)
+    out = anatomy.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "run"])
+    splits = script.load_splits(dataset)[0]
+    pooled = len(splits["val"]["id"]) + len(splits["test"]["id"])
+    rows = out["by_count"].values()
+    assert sum(r["count"] for r in rows) == pooled
+    for row in rows:  # each grouping splits the samples of an N without loss
+        assert row["closed"]["count"] + row["partly_filled"]["count"] == row["count"]
+        for key in ("mean_omega", "anisotropy"):
+            assert sum(b["count"] for b in row[key]) == row["count"]
+    total = sum(r["mae_mHa"] * r["count"] for r in rows) / pooled
+    assert total == pytest.approx(out["e_total_mae_mHa"])
+    test_only = result["energy_mae_mHa"]["v_ext"]["e_total"]
+    assert out["e_total_mae_mHa"] != test_only  # pooled with the validation split
+    assert "| N \\ mean frequency" in (tmp_path / "run_error_anatomy_v_ext.md").read_text()
+    # Occupations: full is 2 per level unpolarised, 1 per spin level; NaN pads.
+    unpolarised = np.array([[2.0, 2.0, 0.0], [2.0, 1.0, 1.0], [2.0, 1.9995, 5e-4]])
+    np.testing.assert_array_equal(anatomy.partly_filled(unpolarised), [False, True, False])
+    spin = np.array([[[1.0, 0.0, np.nan], [1.0, np.nan, np.nan]], [[1.0, 0.5, 0.5], [1.0, 0, 0]]])
+    np.testing.assert_array_equal(anatomy.partly_filled(spin), [False, True])
