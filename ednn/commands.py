@@ -169,6 +169,13 @@ def tiles_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# Models that wrap an EDNN, and the settings `ednn info` shows of each.
+WRAPPER_KEYS = {
+    "SymmetryAverage": ("elements", "mirror_shift"),
+    "CountBaseline": ("counts", "count_from", "channel", "count_scale"),
+}
+
+
 def info_main(argv: Sequence[str] | None = None) -> int:
     """``ednn info MODEL``: what a saved model computes and from what."""
     parser = argparse.ArgumentParser(prog="ednn info", description="Describe a saved ednn model.")
@@ -177,7 +184,9 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    from ednn.model import load_ednn
+    import keras
+
+    from ednn.model import EDNN
 
     path = args.model
     if path is None:
@@ -187,12 +196,25 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     try:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such file")
-        model = load_ednn(path)
+        (model, wrappers) = (keras.saving.load_model(path, compile=False), [])
+        # Wrappers without weights of their own (symmetry average, reference per count).
+        while not isinstance(model, EDNN) and type(model).__name__ in WRAPPER_KEYS:
+            config = model.get_config()
+            keys = WRAPPER_KEYS[type(model).__name__]
+            wrappers.append(
+                f"{type(model).__name__}({', '.join(f'{k}={config[k]}' for k in keys)})"
+            )
+            model = model.model
+        if not isinstance(model, EDNN):
+            raise TypeError(
+                f"Expected {path!r} to hold an EDNN model. Received: a {type(model).__name__}"
+            )
     except (OSError, ValueError, TypeError) as err:
         print(f"ednn info: error: {err}", file=sys.stderr)
         return 1
     report = {
         "path": path,
+        "wrappers": wrappers,
         "focus_px": list(model.focus),
         "context_px": list(model.context),
         "boundary": model.boundary,
@@ -207,12 +229,17 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     meta = report["metadata"]
     raster = meta.get("raster", {})
     print(f"{path}")
+    for wrapper in wrappers:
+        print(f"  around the EDNN: {wrapper}")
     print(f"  targets: {', '.join(meta.get('target_names', []))} ({meta.get('units', '?')})")
-    print(
-        f"  species: {', '.join(raster.get('species', []))}; spacing {raster.get('spacing')} Å; "
-        f"sigma {raster.get('sigma')} Å; height channel {raster.get('height_channel')}; "
-        f"stretch channels {raster.get('spacing_channels', False)}"
-    )
+    if raster:
+        print(
+            f"  species: {', '.join(raster.get('species', []))}; spacing {raster.get('spacing')} "
+            f"Å; sigma {raster.get('sigma')} Å; height channel {raster.get('height_channel')}; "
+            f"stretch channels {raster.get('spacing_channels', False)}"
+        )
+    else:
+        print(f"  input: {model.n_channels}-channel images (no atom rasterization recorded)")
     print(
         f"  focus {model.focus} px, context {model.context} px, tile {model.tile_shape}, "
         f"boundary {model.boundary}"

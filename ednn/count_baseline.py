@@ -110,6 +110,13 @@ class CountBaseline(ChecksImageArrays, keras.Model):
         self._widths = keras.ops.convert_to_tensor(widths, "float32")
         self._slopes = keras.ops.convert_to_tensor(slopes, "float32")
         self._first = keras.ops.convert_to_tensor(reference[0], "float32")
+        # No weights of its own: built when the model is (saved without a first call).
+        self.built = bool(getattr(model, "built", False))
+
+    def build(self, input_shape):
+        if not self.model.built:
+            self.model.build(input_shape)
+        self.built = True
 
     @property
     def n_targets(self) -> int:

@@ -142,6 +142,13 @@ class SymmetryAverage(ChecksImageArrays, keras.Model):
         self.model = model
         self.mirror_shift = int(mirror_shift)
         self.elements = check_group(elements, self.mirror_shift)
+        # No weights of its own: built when the model is (saved without a first call).
+        self.built = bool(getattr(model, "built", False))
+
+    def build(self, input_shape):
+        if not self.model.built:
+            self.model.build(input_shape)
+        self.built = True
 
     @property
     def n_targets(self) -> int | None:

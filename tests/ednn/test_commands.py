@@ -105,3 +105,26 @@ def test_energy_with_shipped_model_on_example(capsys):
     assert record["n_atoms"] == 416
     # C|BN between graphene (-57.8) and hBN (-63.9 eV/atom) in GFN1-xTB.
     assert -64.0 < record["energy_per_atom_eV"] < -57.5
+
+
+def test_info_describes_the_wrappers_of_a_ks2d_model(tmp_path, capsys):
+    import keras
+
+    from ednn.count_baseline import CountBaseline
+    from ednn.model import build_ednn
+    from ednn.symmetry import SymmetryAverage
+
+    ednn_model = build_ednn(4, 3, n_channels=2, n_targets=2, conv_layers=[(2, 3, 1, 1)],
+                            dense_units=[4], metadata={"units": "Ha"})  # fmt: skip
+    inner = CountBaseline(ednn_model, [2, 4], [[1.0, 2.0], [3.0, 4.0]], "channel", 1, 8.0)
+    SymmetryAverage(inner, mirror_shift=1).save(tmp_path / "wrapped.keras")
+    assert cli.main(["info", str(tmp_path / "wrapped.keras"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["wrappers"][0].startswith("SymmetryAverage(elements=[0, 1, 2, 3, 4, 5, 6, 7]")
+    assert report["wrappers"][1].startswith("CountBaseline(counts=[2, 4]")
+    assert report["n_targets"] == 2 and report["tile_shape"] == [10, 10, 2]
+    assert cli.main(["info", str(tmp_path / "wrapped.keras")]) == 0
+    assert "input: 2-channel images" in capsys.readouterr().out
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]).save(tmp_path / "plain.keras")
+    assert cli.main(["info", str(tmp_path / "plain.keras")]) == 1
+    assert "to hold an EDNN model. Received: a Sequential" in capsys.readouterr().err

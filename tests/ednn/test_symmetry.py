@@ -79,8 +79,8 @@ def test_average_of_a_count_baseline_round_trips_with_plain_keras(tmp_path):
     averaged = SymmetryAverage(inner, elements=(0, 4), mirror_shift=1, name="swap_average")
     x = images()
     x[..., 1] = 3 / 8  # the count channel: N = 3, between the references
+    averaged.save(tmp_path / "averaged.keras")  # before any call: built with its model
     before = averaged.predict(x, verbose=0)
-    averaged.save(tmp_path / "averaged.keras")
     loaded = keras.saving.load_model(tmp_path / "averaged.keras")
     assert isinstance(loaded, SymmetryAverage)
     assert (loaded.elements, loaded.mirror_shift, loaded.n_targets) == ((0, 4), 1, 3)
