@@ -383,6 +383,7 @@ def energy_architecture(width: float = 1.0) -> dict:
 def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
+    init=None,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -396,7 +397,9 @@ def train_energy_model(
     the saved model takes the same images as without. ``width`` multiplies the filters and
     units of every hidden layer (:func:`energy_architecture`). A spin-density tile network is
     averaged over the swap of `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the
-    model gives the same energies for both, as the solver does.
+    model gives the same energies for both, as the solver does. ``init``: the path of a
+    saved energy model of the same architecture whose weights training starts from (a new
+    schedule for a finished model) instead of random ones.
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -465,6 +468,8 @@ def train_energy_model(
             model, counts.tolist(), reference, count_from, channel, count_scale,
             name=f"{model.name}_count_baseline",
         )  # fmt: skip
+    if init is not None:
+        load_initial_weights(model, init)
     # Loss on standardised energies (of what the network learns): every term weighs the same.
     loss = WeightedMAE(1.0 / std)
     model.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
@@ -607,6 +612,35 @@ def uncompiled(model: keras.Model) -> keras.Model:
     return copy
 
 
+def energy_filename(model_id: str) -> str:
+    """The file name of an energy model (without the run-name prefix)."""
+    if model_id == "transfer":
+        return "ednn_energies_from_density_transfer.keras"
+    key = "spin_densities" if model_id == "spin_density" else model_id
+    return f"ednn_energies_from_{key}.keras"
+
+
+def load_initial_weights(model: keras.Model, path: Path) -> None:
+    """Sets ``model``'s weights to those of the energy model saved at ``path``.
+
+    The saved model may be averaged over the grid's symmetries or hold a reference per
+    electron count (neither has weights of its own); its network must have the same layers
+    and weight shapes as ``model``'s, or a ``ValueError`` says what differs.
+    """
+    saved = keras.saving.load_model(path, compile=False)
+    while isinstance(saved, SymmetryAverage):
+        saved = saved.model
+    (new, old) = (model.get_weights(), saved.get_weights())
+    shapes = ([w.shape for w in new], [w.shape for w in old])
+    if shapes[0] != shapes[1]:
+        raise ValueError(
+            f"--init-from: the network saved at {path} has other weights than this run's "
+            f"(same --width, --context, --focus, input and options needed). Received: "
+            f"{len(old)} arrays {shapes[1][:3]}... for {len(new)} arrays {shapes[0][:3]}..."
+        )
+    model.set_weights(old)
+
+
 def tiles(model) -> str:
     """A model's tiling, ``"focus+2x context"`` in pixels."""
     while isinstance(model, (SymmetryAverage, CountBaseline)):
@@ -640,6 +674,10 @@ def markdown(result: dict) -> str:
         )
     if result.get("schedule", {}).get("density_sqrt"):
         lines.append("The density-input models also see √n (`ednn.layers.AppendSqrt`).")
+    if result.get("init_from"):
+        lines.append(
+            f"Training started from the weights of the models of run `{result['init_from']}`."
+        )
     if result.get("schedule", {}).get("average_symmetries"):
         lines.append(
             "The saved energy models average their network over the 8 symmetries of the grid "
@@ -800,6 +838,13 @@ def main(argv: list[str] | None = None) -> dict:
         "grid (ednn.symmetry.SymmetryAverage: exactly invariant, 8x the evaluation cost)",
     )
     parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="NAME",
+        help="start each energy model from the weights of the same model of run NAME in "
+        "--out (same architecture), e.g. a second cosine schedule for a finished run",
+    )
+    parser.add_argument(
         "--train-fraction",
         type=float,
         default=None,
@@ -849,8 +894,8 @@ def main(argv: list[str] | None = None) -> dict:
         if (m != "transfer" or args.transfer_targets is not None) and (m != "spin_density" or spin)
     ]
     if args.rescore:
-        if args.only is not None:
-            parser.error("--rescore trains nothing: it takes no --only")
+        if args.only is not None or args.init_from is not None:
+            parser.error("--rescore trains nothing: it takes no --only or --init-from")
         args.only = []
     elif args.only is None:
         args.only = models
@@ -877,6 +922,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.width = schedule.get("width", 1.0)
         args.average_symmetries = schedule.get("average_symmetries", False)
         args.train_fraction = stored.get("train_fraction")
+        args.init_from = stored.get("init_from")
 
     def checkpoints(model_id: str) -> Path:
         return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
@@ -887,6 +933,15 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(
             f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}"
         )
+    if args.init_from is not None and not args.rescore:
+        missing = [
+            str(p)
+            for m in args.only
+            if m != "dcign"
+            and not (p := output_path(args.out, args.init_from, energy_filename(m))).exists()
+        ]
+        if missing:
+            parser.error(f"--init-from {args.init_from}: no saved model at {', '.join(missing)}")
     stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
     if stale and not args.resume:
         parser.error(
@@ -928,6 +983,7 @@ def main(argv: list[str] | None = None) -> dict:
             "average_symmetries": args.average_symmetries,
         },
         "train_fraction": args.train_fraction,
+        "init_from": args.init_from,
         "train_ids": (
             None if args.train_fraction is None else [int(i) for i in splits["train"]["id"]]
         ),
@@ -981,10 +1037,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     (parity_rows, kept_rows) = ({}, [])
     for key, model_id, data in energy_runs:
-        filename = f"ednn_energies_from_{key}.keras"
-        if model_id == "transfer":
-            filename = "ednn_energies_from_density_transfer.keras"
-        path = output_path(args.out, args.name, filename)
+        path = output_path(args.out, args.name, energy_filename(model_id))
         start = time.perf_counter()
         if model_id not in args.only and not path.exists():
             # A stored row of it (a run before the models were committed, or one finishing
@@ -1000,6 +1053,10 @@ def main(argv: list[str] | None = None) -> dict:
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
                 density_sqrt=args.density_sqrt, width=args.width,
+                init=(
+                    None if args.init_from is None
+                    else output_path(args.out, args.init_from, energy_filename(model_id))
+                ),
             )  # fmt: skip
             if not finished:
                 unfinished(model_id, epochs)

@@ -334,3 +334,25 @@ def test_error_anatomy_groups_every_pooled_sample_once(script, dataset, tmp_path
     np.testing.assert_array_equal(anatomy.partly_filled(unpolarised), [False, True, False])
     spin = np.array([[[1.0, 0.0, np.nan], [1.0, np.nan, np.nan]], [[1.0, 0.5, 0.5], [1.0, 0, 0]]])
     np.testing.assert_array_equal(anatomy.partly_filled(spin), [False, True])
+
+
+def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path):
+    base = ["--data", str(dataset), "--out", str(tmp_path), "--epochs", "1", "--minutes", "5",
+            "--only", "v_ext", "--baseline", "count"]  # fmt: skip
+    first = script.main([*base, "--name", "first", "--average-symmetries"])
+    # A vanishing learning rate keeps the weights it starts from: the first run's network.
+    again = script.main([*base, "--name", "again", "--init-from", "first", "--lr", "1e-12"])
+    assert again["init_from"] == "first"
+    saved = keras.saving.load_model(tmp_path / "first_ednn_energies_from_v_ext.keras")
+    restarted = keras.saving.load_model(tmp_path / "again_ednn_energies_from_v_ext.keras")
+    for old, new in zip(saved.model.get_weights(), restarted.get_weights(), strict=True):
+        np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-8)
+    assert first["energy_mae_mHa"]["v_ext"] != again["energy_mae_mHa"]["v_ext"]  # not averaged
+    assert (
+        "started from the weights of the models of run `first`"
+        in (tmp_path / "again_train_models.md").read_text()
+    )
+    with pytest.raises(ValueError, match="has other weights than this run's"):
+        script.main([*base, "--name", "wide", "--init-from", "first", "--width", "2"])
+    with pytest.raises(SystemExit):
+        script.main([*base, "--name", "none", "--init-from", "missing"])
