@@ -114,9 +114,7 @@ class CountBaseline(ChecksImageArrays, keras.Model):
         self.built = bool(getattr(model, "built", False))
 
     def build(self, input_shape):
-        if not self.model.built:
-            self.model.build(input_shape)
-        self.built = True
+        self.built = True  # the model builds itself on its first call, inside `call`
 
     @property
     def n_targets(self) -> int:

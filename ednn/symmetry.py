@@ -9,7 +9,10 @@ model over the images of the input under a group of symmetries,
 
     f_sym(x) = mean over g in G of f(g x),
 
-so `f_sym(h x) = f_sym(x)` for every `h` in `G` and whatever the weights. The averaging
+so `f_sym(h x) = f_sym(x)` for every `h` in `G` and whatever the weights. A model whose
+output is an image on the same grid (a density from a potential, :mod:`ednn.dcign`) is
+averaged with each output mapped back first, `mean over g of g⁻¹ f(g x)`, and is then
+exactly equivariant: `f_sym(h x) = h f_sym(x)`. The averaging
 also removes the part of the model's error that changes from one image of a sample to
 another, as an ensemble of `|G|` members sharing their weights would (on the 2D Kohn–Sham
 energies, ~1.6x lower test error at once; docs/ks2d.md).
@@ -67,6 +70,19 @@ def transform_images(images, element: int, mirror_shift: int = 0):
     return _transform(images, element, int(mirror_shift))
 
 
+def inverse_element(element: int) -> int:
+    """The element undoing `element`: itself, or with the two mirrors exchanged if it swaps.
+
+    Mirrors are their own inverses and commute; a swap applied after mirroring axis 0 is
+    undone by a swap and then the same mirror, which the numbering (mirrors first) calls a
+    mirror of axis 1 followed by the swap.
+    """
+    element = _check_element(element)
+    if element & 4:
+        return 4 | ((element & 1) << 1) | ((element & 2) >> 1)
+    return element
+
+
 def _check_element(element) -> int:
     if isinstance(element, bool) or int(element) != element or not 0 <= element <= 7:
         raise ValueError(f"a symmetry element must be an integer 0 to 7. Received: {element!r}")
@@ -102,27 +118,30 @@ def check_group(elements: Sequence[int], mirror_shift: int = 0) -> tuple[int, ..
 class SymmetryAverage(ChecksImageArrays, keras.Model):
     """A model averaged over a group of image symmetries, hence exactly invariant to them.
 
-    `outputs = mean over g in elements of model(g images)`. The model's outputs must be
-    invariant quantities of shape `(batch, n_targets)` (energies), not images: an image
-    output would have to be transformed back first.
+    `outputs = mean over g in elements of model(g images)` for outputs of shape
+    `(batch, n_targets)` (energies: invariant); `mean over g of g⁻¹ model(g images)` for
+    image outputs `(batch, H, W, C')` on the input's grid (densities: equivariant).
 
     Args:
-        model: The model to average, mapping images `(batch, H, W, C)` to
+        model: The model to average, mapping images `(batch, H, W, C)` (or a tuple whose
+            first entry they are, e.g. the DCIGN's `(v_ext, n_electrons)`) to
             `(batch, n_targets)` (an :class:`ednn.model.EDNN`, an
-            :class:`ednn.count_baseline.CountBaseline`), or its serialized config. Its
-            weights are shared, not copied: training the average trains `model`.
+            :class:`ednn.count_baseline.CountBaseline`) or to images on the same grid (an
+            :class:`ednn.dcign.DensityDCIGN`), or its serialized config. Its weights are
+            shared, not copied: training the average trains `model`.
         elements: The group, elements 0 to 7 as in :func:`transform_images`; by default
             all 8 symmetries of the square. It must hold 0 and be closed.
         mirror_shift: See :func:`transform_images`; 1 for the 2D Kohn–Sham grid.
         **kwargs: Base model keyword arguments, such as `name`.
 
     Call arguments:
-        images: Images `(batch, H, W, C)`; square when `elements` swap the axes, unless
-            `model` takes images of any size.
+        inputs: Images `(batch, H, W, C)`, square when `elements` swap the axes unless
+            `model` takes images of any size; or a tuple of them and further per-sample
+            inputs, which are passed on unchanged.
         training: Whether `model` runs in training mode.
 
     Returns:
-        `(batch, n_targets)`: the mean of the model's outputs over the images' symmetries.
+        The mean of the model's outputs over the images' symmetries, of the model's shape.
     """
 
     def __init__(
@@ -146,26 +165,28 @@ class SymmetryAverage(ChecksImageArrays, keras.Model):
         self.built = bool(getattr(model, "built", False))
 
     def build(self, input_shape):
-        if not self.model.built:
-            self.model.build(input_shape)
-        self.built = True
+        self.built = True  # the model builds itself on its first call, inside `call`
 
     @property
     def n_targets(self) -> int | None:
         return getattr(self.model, "n_targets", None)
 
-    def call(self, images, training=None):
-        images = tf.convert_to_tensor(images)
+    def call(self, inputs, training=None):
+        paired = isinstance(inputs, (tuple, list))
+        images = tf.convert_to_tensor(inputs[0] if paired else inputs)
         self._check_images_shape(tuple(images.shape))
-        outputs = [
-            self.model(_transform(images, g, self.mirror_shift), training=training)
-            for g in self.elements
-        ]
-        if len(outputs[0].shape) != 2:
-            raise ValueError(
-                "SymmetryAverage averages invariant outputs of shape (batch, n_targets). "
-                f"Received: model output shape={tuple(outputs[0].shape)}"
-            )
+        outputs = []
+        for g in self.elements:
+            moved = _transform(images, g, self.mirror_shift)
+            output = self.model((moved, *inputs[1:]) if paired else moved, training=training)
+            if len(output.shape) == 4:  # an image on the grid: map it back
+                output = _transform(output, inverse_element(g), self.mirror_shift)
+            elif len(output.shape) != 2:
+                raise ValueError(
+                    "SymmetryAverage averages outputs of shape (batch, n_targets) or images "
+                    f"(batch, H, W, C). Received: model output shape={tuple(output.shape)}"
+                )
+            outputs.append(output)
         return tf.add_n(outputs) / len(outputs)
 
     def _check_images_shape(self, shape) -> None:
@@ -180,6 +201,9 @@ class SymmetryAverage(ChecksImageArrays, keras.Model):
 
     def compute_output_shape(self, input_shape):
         return self.model.compute_output_shape(input_shape)
+
+    def _check_array_images(self, x) -> None:
+        super()._check_array_images(x[0] if isinstance(x, (tuple, list)) else x)
 
     def get_config(self):
         return {

@@ -1,10 +1,11 @@
-"""Saved ks2d energy models averaged over the 8 symmetries of the grid, scored against themselves.
+"""Saved ks2d models averaged over the 8 symmetries of the grid, scored against themselves.
 
 The energies of a 2D Kohn–Sham system do not change under the mirrors and the diagonal
 swap of its square grid (``ednn.ks2d.apply_symmetry``), but a trained EDNN's predictions
 do: it is only taught the invariance by augmentation. Wrapping the saved model in
 :class:`ednn.symmetry.SymmetryAverage` (the mean over the 8 images of the input) makes it
-exactly invariant with the same weights. This script scores every energy model saved under
+exactly invariant with the same weights; a DCIGN (potential → density) averaged with its
+densities mapped back becomes exactly equivariant. This script scores every model saved under
 a run name (``train_models.py --name``) on the validation and test splits, as trained and
 averaged, and writes ``<name>_symmetry_average.{md,json}``; with ``--save`` also each
 averaged model, as ``<name>_ednn_energies_from_<input>_symmetric.keras`` beside the
@@ -34,6 +35,7 @@ import numpy as np
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn._io import atomic_write_text
 from ednn.checkpoint import save_model_atomic
+from ednn.dcign import density_errors
 from ednn.symmetry import SymmetryAverage
 
 HERE = Path(__file__).parent
@@ -47,6 +49,7 @@ MODEL_FILES = {
     "density": ("density", "ednn_energies_from_density.keras"),
     "spin_density": ("spin_densities", "ednn_energies_from_spin_densities.keras"),
     "transfer": ("density", "ednn_energies_from_density_transfer.keras"),
+    "dcign": ("v_ext", "dcign_density_from_v_ext.keras"),
 }
 SPLITS = ("val", "test")
 # The ks2d grid mirrors about pixel 0 (i -> -i mod n), as ednn.ks2d.apply_symmetry does.
@@ -68,28 +71,68 @@ def score(model, splits: dict, key: str) -> tuple[dict, np.ndarray]:
     return maes, predicted
 
 
+def score_densities(model, splits: dict, config: dict) -> dict:
+    """The DCIGN's density errors per split, and the test energies of its densities."""
+    result = {}
+    for split in SPLITS:
+        data = splits[split]
+        inputs = (data["v_ext"][..., None].astype("float32"), data["n_electrons"].astype("float32"))
+        predicted = np.asarray(model.predict(inputs, batch_size=32, verbose=0))
+        errors = density_errors(data["density"], predicted)
+        result[split] = {
+            "mae": errors["mae"],
+            "integrated": errors["integrated"],
+            "integrated_max": float(errors["integrated_per_image"].max()),
+        }
+    energies = tm.density_energy_errors(splits["test"], predicted[..., 0], config)
+    result["test_energies_mae_mHa"] = energies["mae_mHa"]
+    return result
+
+
 def markdown(result: dict) -> str:
     lines = [
-        f"Energy models of run `{result['name']}` (`{result['data']}`) as trained and averaged "
-        "over the 8 symmetries of the grid (`ednn.symmetry.SymmetryAverage`). MAE in mHa.",
-        "",
-        "| input | model | split | " + " | ".join(tm.LABELS) + " |",
-        "|---" * (3 + len(tm.LABELS)) + "|",
+        f"Models of run `{result['name']}` (`{result['data']}`) as trained and averaged over "
+        "the 8 symmetries of the grid (`ednn.symmetry.SymmetryAverage`).",
     ]
-    for model_id, rows in result["mae_mHa"].items():
+    energy_models = {m: rows for m, rows in result["mae_mHa"].items() if m != "dcign"}
+    if energy_models:
+        lines += [
+            "",
+            "| input | model | split | " + " | ".join(tm.LABELS) + " (mHa) |",
+            "|---" * (3 + len(tm.LABELS)) + "|",
+        ]
+    for model_id, rows in energy_models.items():
         for kind in ("trained", "averaged"):
             for split in SPLITS:
                 cells = " | ".join(f"{rows[kind][split][t]:.1f}" for t in tm.TARGETS)
                 lines.append(f"| {model_id} | {kind} | {split} | {cells} |")
-    lines += ["", "Test E_total MAE (mHa) by electron count N, averaged models:", ""]
-    counts = sorted({int(n) for rows in result["by_count_mHa"].values() for n in rows})
-    lines += [
-        "| input | " + " | ".join(f"N = {n}" for n in counts) + " |",
-        "|---" * (len(counts) + 1) + "|",
-    ]
-    for model_id, rows in result["by_count_mHa"].items():
-        cells = (f"{rows[str(n)]['e_total']:.1f}" if str(n) in rows else "–" for n in counts)
-        lines.append(f"| {model_id} | " + " | ".join(cells) + " |")
+    density = result["mae_mHa"].get("dcign")
+    if density:
+        lines += [
+            "",
+            "| DCIGN potential → density | split | MAE (bohr⁻²) | ∫\\|Δn\\| / N | worst | "
+            "E_ext | E_H | E_x | E_c (mHa, test) |",
+            "|---" * 9 + "|",
+        ]
+        for kind in ("trained", "averaged"):
+            e = density[kind]["test_energies_mae_mHa"]
+            for split in SPLITS:
+                d = density[kind][split]
+                terms = [f"{e[t]:.1f}" if split == "test" else "" for t in tm.DENSITY_TERMS]
+                lines.append(
+                    f"| {kind} | {split} | {d['mae']:.2e} | {d['integrated']:.4f} | "
+                    f"{d['integrated_max']:.4f} | " + " | ".join(terms) + " |"
+                )
+    if result["by_count_mHa"]:
+        lines += ["", "Test E_total MAE (mHa) by electron count N, averaged models:", ""]
+        counts = sorted({int(n) for rows in result["by_count_mHa"].values() for n in rows})
+        lines += [
+            "| input | " + " | ".join(f"N = {n}" for n in counts) + " |",
+            "|---" * (len(counts) + 1) + "|",
+        ]
+        for model_id, rows in result["by_count_mHa"].items():
+            cells = (f"{rows[str(n)]['e_total']:.1f}" if str(n) in rows else "–" for n in counts)
+            lines.append(f"| {model_id} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         nargs="+",
         choices=tuple(MODEL_FILES),
         default=None,
-        help="models to average (default: every energy model saved under --name)",
+        help="models to average (default: every model saved under --name)",
     )
     parser.add_argument(
         "--transfer-targets",
@@ -128,10 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
             del paths["transfer"]
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing or not paths:
-        parser.error(f"no saved energy model at {', '.join(missing) or args.out / args.name}*")
+        parser.error(f"no saved model at {', '.join(missing) or args.out / args.name}*")
     if "transfer" in paths and args.transfer_targets is None:
         parser.error("--models transfer needs --transfer-targets DIR")
-    (splits, _, _) = tm.load_splits(args.data)
+    (splits, config, _) = tm.load_splits(args.data)
     result = {"data": str(args.data), "name": args.name, "mae_mHa": {}, "by_count_mHa": {}}
     for model_id, path in paths.items():
         start = time.perf_counter()
@@ -147,12 +190,20 @@ def main(argv: list[str] | None = None) -> dict:
             averaged = SymmetryAverage(
                 model, mirror_shift=MIRROR_SHIFT, name=f"{model.name}_symmetric"
             )
-        (trained_mae, _) = score(model, data, key)
-        (averaged_mae, predicted) = score(averaged, data, key)
-        result["mae_mHa"][model_id] = {"trained": trained_mae, "averaged": averaged_mae}
-        result["by_count_mHa"][model_id] = tm.mae_by_count(
-            tm.energies(data["test"]).astype(np.float64), predicted, data["test"]["n_electrons"]
-        )
+        if model_id == "dcign":
+            result["mae_mHa"][model_id] = {
+                "trained": score_densities(model, data, config),
+                "averaged": score_densities(averaged, data, config),
+            }
+        else:
+            (trained_mae, _) = score(model, data, key)
+            (averaged_mae, predicted) = score(averaged, data, key)
+            result["mae_mHa"][model_id] = {"trained": trained_mae, "averaged": averaged_mae}
+            result["by_count_mHa"][model_id] = tm.mae_by_count(
+                tm.energies(data["test"]).astype(np.float64),
+                predicted,
+                data["test"]["n_electrons"],
+            )
         if args.save and not saved_averaged:
             save_model_atomic(averaged, symmetric_path(path))
         print(f"{model_id}: {time.perf_counter() - start:.0f} s", flush=True)

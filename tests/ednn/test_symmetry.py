@@ -4,9 +4,16 @@ import pytest
 
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn.count_baseline import CountBaseline
+from ednn.dcign import DensityDCIGN
 from ednn.ks2d.grid import apply_symmetry
 from ednn.model import build_ednn
-from ednn.symmetry import SQUARE_GROUP, SymmetryAverage, check_group, transform_images
+from ednn.symmetry import (
+    SQUARE_GROUP,
+    SymmetryAverage,
+    check_group,
+    inverse_element,
+    transform_images,
+)
 
 # 12 x 12 images in tiles of 4 + 2*3 pixels; a tiny tile network keeps the tests fast.
 SMALL_NET = {"conv_layers": [(4, 3, 2, 1), (4, 3, 1, 1)], "dense_units": [8]}
@@ -107,10 +114,43 @@ def test_wrong_channels_and_image_outputs_are_named():
         averaged.predict(images((1, 12, 12, 3)), verbose=0)
     with pytest.raises(ValueError, match=r"\(batch, height, width, C\)"):
         averaged(images((12, 12, 2)))
-    inputs = keras.Input((None, None, 1))
+    inputs = keras.Input((4, 4, 1))
+    flat = keras.Model(inputs, keras.layers.Reshape((4, 4))(inputs))
+    with pytest.raises(ValueError, match=r"outputs of shape \(batch, n_targets\) or images"):
+        SymmetryAverage(flat)(images((1, 4, 4, 1)))
+
+
+@pytest.mark.parametrize("mirror_shift", [0, 1])
+def test_image_outputs_are_mapped_back_so_the_identity_stays_the_identity(mirror_shift):
+    inputs = keras.Input((None, None, 2))
     identity = keras.Model(inputs, keras.layers.Identity()(inputs))
-    with pytest.raises(ValueError, match="averages invariant outputs"):
-        SymmetryAverage(identity)(images((1, 4, 4, 1)))
+    x = images((2, 6, 6, 2))
+    np.testing.assert_allclose(
+        SymmetryAverage(identity, mirror_shift=mirror_shift)(x), x, rtol=1e-6
+    )
+    for g in SQUARE_GROUP:
+        back = transform_images(
+            transform_images(x, g, mirror_shift), inverse_element(g), mirror_shift
+        )
+        np.testing.assert_array_equal(back, x)
+
+
+def test_averaged_dcign_is_equivariant_and_keeps_the_electron_count(tmp_path):
+    keras.utils.set_random_seed(0)
+    dcign = DensityDCIGN(focus=8, context=4, pixel_area=0.25, filters=(4, 8), electron_scale=0.1)
+    averaged = SymmetryAverage(dcign, mirror_shift=1)
+    v = 10 * images((2, 16, 16, 1))
+    n = np.array([2.0, 4.0], "float32")
+    density = np.asarray(averaged((v, n)))
+    np.testing.assert_allclose(density.sum(axis=(1, 2, 3)) * 0.25, n, rtol=1e-5)
+    for g in (1, 5, 6):  # a mirror, and two of mirror and swap (each other's inverses)
+        moved = np.asarray(averaged((transform_images(v, g, 1), n)))
+        np.testing.assert_allclose(moved, transform_images(density, g, 1), rtol=1e-4, atol=1e-7)
+    plain = np.asarray(dcign((v, n)))
+    assert not np.allclose(plain, density, rtol=1e-3)
+    averaged.save(tmp_path / "dcign.keras")
+    loaded = keras.saving.load_model(tmp_path / "dcign.keras")
+    np.testing.assert_allclose(loaded.predict((v, n), verbose=0), density, rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("mirror_shift", [2, -1, True])

@@ -267,10 +267,18 @@ def test_symmetrize_scores_the_saved_models_as_trained_and_averaged(script, data
     mirrored = np.moveaxis(apply_symmetry(np.moveaxis(x, -1, 1), 3), 1, -1)
     np.testing.assert_allclose(saved.predict(mirrored, verbose=0), saved.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
-    # Without --models: every saved energy model; the table has both kinds for each.
+    # Without --models: every saved model; the table has both kinds for each.
+    script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "run",
+                 "--epochs", "1", "--minutes", "5", "--only", "dcign"])  # fmt: skip
     result = symmetrize.main(arguments)
-    assert set(result["mae_mHa"]) == {"v_ext", "density"}
-    assert "| density | averaged | test |" in (tmp_path / "run_symmetry_average.md").read_text()
+    assert set(result["mae_mHa"]) == {"v_ext", "density", "dcign"}
+    table = (tmp_path / "run_symmetry_average.md").read_text()
+    assert "| density | averaged | test |" in table and "| averaged | test |" in table
+    dcign = result["mae_mHa"]["dcign"]
+    stored = json.loads((tmp_path / "run_train_models.json").read_text())["density"]
+    assert dcign["trained"]["test"]["integrated"] == pytest.approx(stored["integrated"], rel=1e-4)
+    assert dcign["averaged"]["test"]["integrated"] != dcign["trained"]["test"]["integrated"]
+    assert set(dcign["averaged"]["test_energies_mae_mHa"]) == set(script.DENSITY_TERMS)
     with pytest.raises(SystemExit):  # no such run
         symmetrize.main([*arguments[:4], "--name", "other"])
     shutil.copy(tmp_path / "run_ednn_energies_from_v_ext_symmetric.keras",
