@@ -364,3 +364,40 @@ def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path):
         script.main([*base, "--name", "wide", "--init-from", "first", "--width", "2"])
     with pytest.raises(SystemExit):
         script.main([*base, "--name", "none", "--init-from", "missing"])
+
+
+def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
+    spec = importlib.util.spec_from_file_location("summary", SCRIPT.with_name("summary.py"))
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+
+    def energies(total):
+        return {
+            "t_s": 1.0,
+            "e_ext": 2.0,
+            "e_hartree": 3.0,
+            "e_x": 1.5,
+            "e_c": 0.2,
+            "e_total": total,
+        }
+
+    def write(name, payload):
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+
+    write("short_train_models", {"data": "d", "name": "short", "epochs": {"v_ext": 10},
+                                 "energy_mae_mHa": {"v_ext": energies(9.0)}})  # fmt: skip
+    write("long_train_models", {"data": "d", "name": "long", "epochs": {"v_ext": 90, "dcign": 5},
+                                "energy_mae_mHa": {"v_ext": energies(5.0)},
+                                "density": {"mae": 1e-4, "integrated": 0.01,
+                                            "integrated_max": 0.03}})  # fmt: skip
+    averaged = {"trained": {}, "averaged": {"test": energies(4.0)}}
+    dcign = {"averaged": {"test": {"mae": 8e-5, "integrated": 0.008, "integrated_max": 0.02}}}
+    write("short_symmetry_average", {"mae_mHa": {"v_ext": averaged, "dcign": dcign}})
+    chosen = summary.main(["--results", str(tmp_path)])
+    row = chosen["energies"]["d v_ext"]
+    assert (row["run"], row["averaged"], row["epochs"]) == ("short", True, 10)
+    assert chosen["dcign"]["d"]["integrated"] == 0.008
+    table = (tmp_path / "summary.md").read_text()
+    assert "| **0.2** | 4.0 | short | 10 | yes |" in table and "| 0.80 % |" in table
+    with pytest.raises(SystemExit):
+        summary.main(["--results", str(tmp_path / "empty")])

@@ -1,0 +1,139 @@
+"""The best ks2d results so far: one row per dataset and model kind, from the stored results.
+
+Reads every ``<name>_train_models.json`` (models as trained) and ``<name>_symmetry_average.json``
+(the same models averaged over the grid's symmetries, ``symmetrize.py``) in the results
+folder and keeps, for each dataset and model (energies from the density, the potential,
+the spin densities, the cross-functional transfer; the DCIGN), the run with the lowest test
+E_total MAE (for the DCIGN: test ∫|Δn| / N). Writes ``summary.{md,json}`` there:
+
+    python experiments/ks2d/summary.py
+
+Nothing is recomputed: the numbers are those of the files, each row naming its run so that
+the command that made it can be found (docs/ks2d.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+from ednn._io import atomic_write_text
+
+HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("train_models", HERE / "train_models.py")
+tm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tm)
+
+KINDS = ("v_ext", "density", "spin_density", "transfer")
+CHEMICAL_ACCURACY_mHa = 1.6
+
+
+def candidates(results: Path) -> tuple[list[dict], list[dict]]:
+    """Every stored energy row and DCIGN row: ``(energy rows, dcign rows)``."""
+    (energy, dcign) = ([], [])
+    for path in sorted(results.glob("*_train_models.json")):
+        stored = json.loads(path.read_text())
+        name = stored.get("name") or "(unnamed)"
+        # train_models.py --average-symmetries saves and scores the averaged model.
+        saved_averaged = bool(stored.get("schedule", {}).get("average_symmetries"))
+        for kind, row in stored.get("energy_mae_mHa", {}).items():
+            energy.append({
+                "data": stored["data"], "kind": kind, "run": name, "averaged": saved_averaged,
+                "epochs": stored.get("epochs", {}).get(kind), "mae_mHa": row,
+            })  # fmt: skip
+        if stored.get("density"):
+            dcign.append({
+                "data": stored["data"], "run": name, "averaged": False,
+                "epochs": stored.get("epochs", {}).get("dcign"), **stored["density"],
+            })  # fmt: skip
+        averaged_path = path.with_name(
+            path.name.replace("_train_models.json", "_symmetry_average.json")
+        )
+        if not averaged_path.exists():
+            continue
+        averaged = json.loads(averaged_path.read_text())
+        for kind, rows in averaged["mae_mHa"].items():
+            if kind == "dcign":
+                test = rows["averaged"]["test"]
+                dcign.append({
+                    "data": stored["data"], "run": name, "averaged": True,
+                    "epochs": stored.get("epochs", {}).get("dcign"), **test,
+                })  # fmt: skip
+                continue
+            energy.append({
+                "data": stored["data"], "kind": kind, "run": name, "averaged": True,
+                "epochs": stored.get("epochs", {}).get(kind), "mae_mHa": rows["averaged"]["test"],
+            })  # fmt: skip
+    return energy, dcign
+
+
+def best(energy: list[dict], dcign: list[dict]) -> dict:
+    """The lowest test E_total (energies) and ∫|Δn| / N (DCIGN) per dataset and kind."""
+    chosen: dict = {"energies": {}, "dcign": {}}
+    for row in energy:
+        key = f"{row['data']} {row['kind']}"
+        if key not in chosen["energies"] or (
+            row["mae_mHa"]["e_total"] < chosen["energies"][key]["mae_mHa"]["e_total"]
+        ):
+            chosen["energies"][key] = row
+    for row in dcign:
+        key = row["data"]
+        if key not in chosen["dcign"] or row["integrated"] < chosen["dcign"][key]["integrated"]:
+            chosen["dcign"][key] = row
+    return chosen
+
+
+def markdown(chosen: dict) -> str:
+    lines = [
+        "Best test results per dataset and model kind (MAE in mHa; **bold**: within chemical "
+        f"accuracy, {CHEMICAL_ACCURACY_mHa} mHa). `averaged`: over the grid's 8 symmetries.",
+        "",
+        "| dataset | input | " + " | ".join(tm.LABELS) + " | run | epochs | averaged |",
+        "|---" * (len(tm.LABELS) + 5) + "|",
+    ]
+    rows = sorted(chosen["energies"].values(), key=lambda r: (r["data"], KINDS.index(r["kind"])))
+    for row in rows:
+        cells = []
+        for term in tm.TARGETS:
+            value = row["mae_mHa"][term]
+            text = f"{value:.1f}"
+            cells.append(f"**{text}**" if value <= CHEMICAL_ACCURACY_mHa else text)
+        lines.append(
+            f"| `{row['data']}` | {row['kind']} | " + " | ".join(cells)
+            + f" | {row['run']} | {row['epochs']} | {'yes' if row['averaged'] else 'no'} |"
+        )  # fmt: skip
+    if chosen["dcign"]:
+        lines += [
+            "",
+            "| dataset | DCIGN ∫\\|Δn\\| d²r / N | worst sample | MAE (bohr⁻²) | run | epochs "
+            "| averaged |",
+            "|---" * 7 + "|",
+        ]
+        for data, row in sorted(chosen["dcign"].items()):
+            lines.append(
+                f"| `{data}` | {100 * row['integrated']:.2f} % | "
+                f"{100 * row['integrated_max']:.1f} % | {row['mae']:.2e} | {row['run']} | "
+                f"{row['epochs']} | {'yes' if row['averaged'] else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    (energy, dcign) = candidates(args.results)
+    if not energy and not dcign:
+        parser.error(f"no *_train_models.json results in {args.results}")
+    chosen = best(energy, dcign)
+    table = markdown(chosen)
+    print(table)
+    atomic_write_text(args.results / "summary.json", json.dumps(chosen, indent=1) + "\n")
+    atomic_write_text(args.results / "summary.md", table)
+    return chosen
+
+
+if __name__ == "__main__":
+    main()
