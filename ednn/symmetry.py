@@ -12,10 +12,10 @@ model over the images of the input under a group of symmetries,
 so `f_sym(h x) = f_sym(x)` for every `h` in `G` and whatever the weights. A model whose
 output is an image on the same grid (a density from a potential, :mod:`ednn.dcign`) is
 averaged with each output mapped back first, `mean over g of g⁻¹ f(g x)`, and is then
-exactly equivariant: `f_sym(h x) = h f_sym(x)`. The averaging
-also removes the part of the model's error that changes from one image of a sample to
-another, as an ensemble of `|G|` members sharing their weights would (on the 2D Kohn–Sham
-energies, ~1.6x lower test error at once; docs/ks2d.md).
+exactly equivariant: `f_sym(h x) = h f_sym(x)`. The averaging also removes the part of
+the model's error that changes from one image of a sample to another, as an ensemble of
+`|G|` members sharing their weights would (on the 2D Kohn–Sham energies from the
+potential, 1.3–1.9x lower test error with the same weights; docs/ks2d.md).
 
 The group elements are numbered as by :func:`ednn.ks2d.grid.apply_symmetry`: bit 0
 mirrors the first image axis, bit 1 the second, bit 2 swaps the two axes (applied last).
@@ -116,7 +116,7 @@ def check_group(elements: Sequence[int], mirror_shift: int = 0) -> tuple[int, ..
 
 @keras.saving.register_keras_serializable(package="ednn")
 class SymmetryAverage(ChecksImageArrays, keras.Model):
-    """A model averaged over a group of image symmetries, hence exactly invariant to them.
+    """A model averaged over a group of image symmetries: exactly invariant (equivariant).
 
     `outputs = mean over g in elements of model(g images)` for outputs of shape
     `(batch, n_targets)` (energies: invariant); `mean over g of g⁻¹ model(g images)` for
