@@ -143,6 +143,42 @@ def load_splits(data: Path) -> tuple[dict, dict, float]:
     return splits, config, spacing**2
 
 
+def with_extra_training(train: dict, config: dict, extra: list[Path]) -> tuple[dict, dict]:
+    """The training split with the ``train`` split of each dataset in ``extra`` appended.
+
+    The extra datasets must share the grid, functional and spin setting of ``config`` (the
+    main dataset's); their ids are their own, so the stored ``id`` of an appended sample
+    repeats ids of the main set. Returns the enlarged split and ``{dir: samples added}``.
+
+    Raises
+    ------
+    ValueError
+        For a dataset that differs in one of those settings (named in the message) or
+        that adds no sample.
+    """
+    same = ("functional", "exact_exchange", "grid", "magnetization")
+    parts, added = [train], {}
+    for directory in extra:
+        other_splits, other_config, _ = load_splits(directory)
+        differ = [k for k in same if other_config.get(k) != config.get(k)]
+        if differ:
+            raise ValueError(
+                f"expected --extra-train {str(directory)!r} to share the main dataset's "
+                f"{', '.join(differ)}. Received: "
+                + "; ".join(f"{k}={other_config.get(k)!r} vs {config.get(k)!r}" for k in differ)
+            )
+        part = other_splits.get("train", {})
+        if not len(part.get("id", ())):
+            raise ValueError(
+                f"expected training samples in --extra-train {str(directory)!r}. Received: "
+                "an empty `train` split"
+            )
+        parts.append(part)
+        added[str(directory)] = len(part["id"])
+    keys = [k for k in train if all(k in part for part in parts)]
+    return {k: np.concatenate([part[k] for part in parts]) for k in keys}, added
+
+
 def train_subset(train: dict, fraction: float, seed: int) -> dict:
     """A seeded random ``fraction`` of the training split (a learning curve's point)."""
     size = len(train["id"])
@@ -674,6 +710,12 @@ def markdown(result: dict) -> str:
         )
     if result.get("schedule", {}).get("density_sqrt"):
         lines.append("The density-input models also see √n (`ednn.layers.AppendSqrt`).")
+    if result.get("extra_train_sizes"):
+        added = ", ".join(f"{n} from `{d}`" for d, n in result["extra_train_sizes"].items())
+        lines.append(
+            f"The training split (size above) includes the `train` samples of {added}; "
+            "val and test are the main dataset's."
+        )
     if result.get("init_from"):
         lines.append(
             f"Training started from the weights of the models of run `{result['init_from']}`."
@@ -853,6 +895,16 @@ def main(argv: list[str] | None = None) -> dict:
         "stored in the results), for learning curves; val and test stay whole",
     )
     parser.add_argument(
+        "--extra-train",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="also train on the `train` split of each dataset DIR (same grid, functional "
+        "and spin setting as --data), e.g. a supplement of hard samples; val and test "
+        "stay those of --data",
+    )
+    parser.add_argument(
         "--transfer-targets",
         type=Path,
         default=None,
@@ -923,6 +975,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.average_symmetries = schedule.get("average_symmetries", False)
         args.train_fraction = stored.get("train_fraction")
         args.init_from = stored.get("init_from")
+        extra = stored.get("extra_train")
+        args.extra_train = None if extra is None else [Path(d) for d in extra]
 
     def checkpoints(model_id: str) -> Path:
         return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
@@ -955,6 +1009,15 @@ def main(argv: list[str] | None = None) -> dict:
         splits["train"] = train_subset(splits["train"], args.train_fraction, args.seed)
         if len(splits["train"]["id"]) == 0:
             parser.error(f"--train-fraction {args.train_fraction} leaves no training sample")
+    main_train_ids = [int(i) for i in splits["train"]["id"]]
+    extra_sizes = None
+    if args.extra_train:
+        try:
+            splits["train"], extra_sizes = with_extra_training(
+                splits["train"], config, args.extra_train
+            )
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
     schedule = Schedule(
         args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed
     )
@@ -984,9 +1047,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "train_fraction": args.train_fraction,
         "init_from": args.init_from,
-        "train_ids": (
-            None if args.train_fraction is None else [int(i) for i in splits["train"]["id"]]
-        ),
+        "extra_train": extra_sizes and list(extra_sizes),
+        "extra_train_sizes": extra_sizes,
+        "train_ids": (None if args.train_fraction is None else main_train_ids),
         "energy_mae_mHa": {},
         "energy_mae_by_count_mHa": {},
         "epochs": {},

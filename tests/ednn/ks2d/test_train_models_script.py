@@ -401,3 +401,30 @@ def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
     assert "| **0.2** | 4.0 | short | 10 | yes |" in table and "| 0.80 % |" in table
     with pytest.raises(SystemExit):
         summary.main(["--results", str(tmp_path / "empty")])
+
+
+def test_extra_train_appends_a_supplement_to_the_training_split(script, dataset, tmp_path):
+    extra = tmp_path / "extra"
+    gen.generate(
+        {**CONFIG, "count": 6, "seed": 11, "splits": {"train": 1.0}}, extra, progress=False
+    )
+    stored = len(gen.load_dataset(extra)["id"])
+    main_train = len(script.load_splits(dataset)[0]["train"]["id"])
+    base = ["--data", str(dataset), "--out", str(tmp_path), "--epochs", "1", "--minutes", "5",
+            "--only", "v_ext", "--name", "more"]  # fmt: skip
+    result = script.main([*base, "--extra-train", str(extra)])
+    assert result["extra_train_sizes"] == {str(extra): stored}
+    assert result["sizes"].startswith(f"{main_train + stored}/")
+    assert "includes the `train` samples of" in (tmp_path / "more_train_models.md").read_text()
+    rescored = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "more",
+                            "--rescore"])  # fmt: skip
+    assert rescored["sizes"] == result["sizes"]
+    # A supplement of another functional would teach other energies: refused by name.
+    other = tmp_path / "other"
+    shutil.copytree(extra, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "functional": "gga"}))
+    with pytest.raises(SystemExit):
+        script.main([*base, "--name", "bad", "--extra-train", str(other)])
+    with pytest.raises(ValueError, match="share the main dataset's functional"):
+        script.with_extra_training({}, json.loads((dataset / "config.json").read_text()), [other])
