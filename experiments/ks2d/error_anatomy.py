@@ -37,11 +37,8 @@ tm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tm)
 
 SPLITS = ("val", "test")
-FILES = {
-    "v_ext": "ednn_energies_from_v_ext.keras",
-    "density": "ednn_energies_from_density.keras",
-    "spin_densities": "ednn_energies_from_spin_densities.keras",
-}
+# Input image key -> file of the energy model of train_models.py that reads it.
+FILES = {tm.input_key(m): tm.energy_filename(m) for m in ("v_ext", "density", "spin_density")}
 # Bin edges: mean SHO frequency ω̄ (Ha) and anisotropy min(ω) / max(ω).
 OMEGA_BINS = (0.0, 0.45, 0.6, 0.8, np.inf)
 ANISOTROPY_BINS = (0.0, 0.5, 0.8, 0.95, 1.0 + 1e-9)

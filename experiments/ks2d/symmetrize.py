@@ -44,13 +44,7 @@ tm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tm)
 
 # Model id -> (image key of the splits, file of train_models.py).
-MODEL_FILES = {
-    "v_ext": ("v_ext", "ednn_energies_from_v_ext.keras"),
-    "density": ("density", "ednn_energies_from_density.keras"),
-    "spin_density": ("spin_densities", "ednn_energies_from_spin_densities.keras"),
-    "transfer": ("density", "ednn_energies_from_density_transfer.keras"),
-    "dcign": ("v_ext", "dcign_density_from_v_ext.keras"),
-}
+MODEL_FILES = {m: (tm.input_key(m), tm.energy_filename(m)) for m in tm.MODELS}
 SPLITS = ("val", "test")
 # The ks2d grid mirrors about pixel 0 (i -> -i mod n), as ednn.ks2d.apply_symmetry does.
 MIRROR_SHIFT = 1

@@ -83,6 +83,7 @@ V_SCALE = 0.25
 N_SCALE = 4.0
 SCALES = {"density": N_SCALE, "v_ext": V_SCALE, "spin_densities": N_SCALE}
 MODELS = ("density", "v_ext", "spin_density", "dcign", "transfer")
+DCIGN_FILE = "dcign_density_from_v_ext.keras"
 # Terms of the energy that a density alone determines (see ednn.ks2d.energies).
 DENSITY_TERMS = ("e_ext", "e_hartree", "e_x", "e_c")
 
@@ -648,12 +649,20 @@ def uncompiled(model: keras.Model) -> keras.Model:
     return copy
 
 
+def input_key(model_id: str) -> str:
+    """The image key of the splits that model ``model_id`` (one of MODELS) reads."""
+    if model_id in ("transfer", "density"):
+        return "density"
+    return "spin_densities" if model_id == "spin_density" else "v_ext"
+
+
 def energy_filename(model_id: str) -> str:
-    """The file name of an energy model (without the run-name prefix)."""
+    """The file name of a model of MODELS (without the run-name prefix)."""
+    if model_id == "dcign":
+        return DCIGN_FILE
     if model_id == "transfer":
         return "ednn_energies_from_density_transfer.keras"
-    key = "spin_densities" if model_id == "spin_density" else model_id
-    return f"ednn_energies_from_{key}.keras"
+    return f"ednn_energies_from_{input_key(model_id)}.keras"
 
 
 def load_initial_weights(model: keras.Model, path: Path) -> None:
@@ -1150,7 +1159,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{model_id}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)
 
     start = time.perf_counter()
-    path = output_path(args.out, args.name, "dcign_density_from_v_ext.keras")
+    path = output_path(args.out, args.name, DCIGN_FILE)
     density_pred = None
     if "dcign" not in args.only and not path.exists():
         print(f"dcign: not trained yet ({path} missing), left out")
