@@ -1020,6 +1020,9 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--train-fraction {args.train_fraction} leaves no training sample")
     main_train_ids = [int(i) for i in splits["train"]["id"]]
     extra_sizes = None
+    if args.extra_train and args.transfer_targets is not None:
+        # The transfer model pairs samples by id, which the supplement's ids repeat.
+        parser.error("--extra-train does not combine with --transfer-targets")
     if args.extra_train:
         try:
             splits["train"], extra_sizes = with_extra_training(

@@ -214,6 +214,8 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--only", "spin_density"], "needs a spin-polarised dataset"),
         (["--rescore", "--only", "v_ext"], "--rescore trains nothing"),
         (["--rescore"], "no results to rescore"),
+        (["--extra-train", "x", "--transfer-targets", "y"], "does not combine with"),
+        (["--extra-train", "no-such-dir"], "no-such-dir"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
