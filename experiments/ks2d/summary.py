@@ -30,18 +30,45 @@ KINDS = ("v_ext", "density", "spin_density", "transfer")
 CHEMICAL_ACCURACY_mHa = 1.6
 
 
+def epochs_through_restarts(results: Path, stored: dict, kind: str) -> str | None:
+    """The epochs of ``kind`` of a run, after those of the runs it started from.
+
+    ``"700+200"`` for a run of 200 epochs started (``--init-from``) from one of 700; the
+    run's own count alone when a run of the chain is not stored.
+    """
+    counts, seen = [stored.get("epochs", {}).get(kind)], {stored.get("name")}
+    while (parent := stored.get("init_from")) and parent not in seen:
+        path = results / f"{parent}_train_models.json"
+        if not path.exists():
+            break
+        seen.add(parent)
+        stored = json.loads(path.read_text())
+        counts.insert(0, stored.get("epochs", {}).get(kind))
+    if any(count is None for count in counts):
+        return counts[-1] and str(counts[-1])
+    return "+".join(str(count) for count in counts)
+
+
+def run_label(row: dict) -> str:
+    """A row's run name, with the training samples its supplements added (``--extra-train``)."""
+    extra = row.get("extra_train_samples", 0)
+    return f"{row['run']} (+{extra} train samples)" if extra else row["run"]
+
+
 def candidates(results: Path) -> tuple[list[dict], list[dict]]:
     """Every stored energy row and DCIGN row: ``(energy rows, dcign rows)``."""
     (energy, dcign) = ([], [])
     for path in sorted(results.glob("*_train_models.json")):
         stored = json.loads(path.read_text())
         name = stored.get("name") or "(unnamed)"
+        extra = sum((stored.get("extra_train_sizes") or {}).values())
         # train_models.py --average-symmetries saves and scores the averaged model.
         saved_averaged = bool(stored.get("schedule", {}).get("average_symmetries"))
         for kind, row in stored.get("energy_mae_mHa", {}).items():
             energy.append({
                 "data": stored["data"], "kind": kind, "run": name, "averaged": saved_averaged,
-                "epochs": stored.get("epochs", {}).get(kind), "mae_mHa": row,
+                "extra_train_samples": extra,
+                "epochs": epochs_through_restarts(results, stored, kind), "mae_mHa": row,
             })  # fmt: skip
         if stored.get("density"):
             dcign.append({
@@ -64,7 +91,9 @@ def candidates(results: Path) -> tuple[list[dict], list[dict]]:
                 continue
             energy.append({
                 "data": stored["data"], "kind": kind, "run": name, "averaged": True,
-                "epochs": stored.get("epochs", {}).get(kind), "mae_mHa": rows["averaged"]["test"],
+                "extra_train_samples": extra,
+                "epochs": epochs_through_restarts(results, stored, kind),
+                "mae_mHa": rows["averaged"]["test"],
             })  # fmt: skip
     return energy, dcign
 
@@ -102,7 +131,7 @@ def markdown(chosen: dict) -> str:
             cells.append(f"**{text}**" if value <= CHEMICAL_ACCURACY_mHa else text)
         lines.append(
             f"| `{row['data']}` | {row['kind']} | " + " | ".join(cells)
-            + f" | {row['run']} | {row['epochs']} | {'yes' if row['averaged'] else 'no'} |"
+            + f" | {run_label(row)} | {row['epochs']} | {'yes' if row['averaged'] else 'no'} |"
         )  # fmt: skip
     if chosen["dcign"]:
         lines += [

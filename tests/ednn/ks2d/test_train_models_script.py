@@ -397,10 +397,17 @@ def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
     write("short_symmetry_average", {"mae_mHa": {"v_ext": averaged, "dcign": dcign}})
     chosen = summary.main(["--results", str(tmp_path)])
     row = chosen["energies"]["d v_ext"]
-    assert (row["run"], row["averaged"], row["epochs"]) == ("short", True, 10)
+    assert (row["run"], row["averaged"], row["epochs"]) == ("short", True, "10")
     assert chosen["dcign"]["d"]["integrated"] == 0.008
     table = (tmp_path / "summary.md").read_text()
     assert "| **0.2** | 4.0 | short | 10 | yes |" in table and "| 0.80 % |" in table
+    # A restart counts the epochs of the run it started from; a supplement is named.
+    write("again_train_models", {"data": "d", "name": "again", "epochs": {"v_ext": 30},
+                                 "init_from": "long", "extra_train_sizes": {"more": 7},
+                                 "energy_mae_mHa": {"v_ext": energies(3.0)}})  # fmt: skip
+    row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
+    assert (row["run"], row["epochs"], row["extra_train_samples"]) == ("again", "90+30", 7)
+    assert "| again (+7 train samples) | 90+30 | no |" in (tmp_path / "summary.md").read_text()
     with pytest.raises(SystemExit):
         summary.main(["--results", str(tmp_path / "empty")])
 
