@@ -30,19 +30,17 @@ KINDS = ("v_ext", "density", "spin_density", "transfer")
 CHEMICAL_ACCURACY_mHa = 1.6
 
 
-def epochs_through_restarts(results: Path, stored: dict, kind: str) -> str | None:
+def epochs_through_restarts(runs: dict[str, dict], stored: dict, kind: str) -> str | None:
     """The epochs of ``kind`` of a run, after those of the runs it started from.
 
-    ``"700+200"`` for a run of 200 epochs started (``--init-from``) from one of 700; the
-    run's own count alone when a run of the chain is not stored.
+    ``runs`` maps run names to their stored results. ``"700+200"`` for a run of 200 epochs
+    started (``--init-from``) from one of 700; the run's own count alone when a run of the
+    chain is not stored.
     """
     counts, seen = [stored.get("epochs", {}).get(kind)], {stored.get("name")}
-    while (parent := stored.get("init_from")) and parent not in seen:
-        path = results / f"{parent}_train_models.json"
-        if not path.exists():
-            break
+    while (parent := stored.get("init_from")) in runs and parent not in seen:
         seen.add(parent)
-        stored = json.loads(path.read_text())
+        stored = runs[parent]
         counts.insert(0, stored.get("epochs", {}).get(kind))
     if any(count is None for count in counts):
         return counts[-1] and str(counts[-1])
@@ -58,8 +56,10 @@ def run_label(row: dict) -> str:
 def candidates(results: Path) -> tuple[list[dict], list[dict]]:
     """Every stored energy row and DCIGN row: ``(energy rows, dcign rows)``."""
     (energy, dcign) = ([], [])
-    for path in sorted(results.glob("*_train_models.json")):
-        stored = json.loads(path.read_text())
+    paths = sorted(results.glob("*_train_models.json"))
+    everything = [(path, json.loads(path.read_text())) for path in paths]
+    runs = {stored["name"]: stored for _, stored in everything if stored.get("name")}
+    for path, stored in everything:
         name = stored.get("name") or "(unnamed)"
         extra = sum((stored.get("extra_train_sizes") or {}).values())
         # train_models.py --average-symmetries saves and scores the averaged model.
@@ -68,7 +68,7 @@ def candidates(results: Path) -> tuple[list[dict], list[dict]]:
             energy.append({
                 "data": stored["data"], "kind": kind, "run": name, "averaged": saved_averaged,
                 "extra_train_samples": extra,
-                "epochs": epochs_through_restarts(results, stored, kind), "mae_mHa": row,
+                "epochs": epochs_through_restarts(runs, stored, kind), "mae_mHa": row,
             })  # fmt: skip
         if stored.get("density"):
             dcign.append({
@@ -92,7 +92,7 @@ def candidates(results: Path) -> tuple[list[dict], list[dict]]:
             energy.append({
                 "data": stored["data"], "kind": kind, "run": name, "averaged": True,
                 "extra_train_samples": extra,
-                "epochs": epochs_through_restarts(results, stored, kind),
+                "epochs": epochs_through_restarts(runs, stored, kind),
                 "mae_mHa": rows["averaged"]["test"],
             })  # fmt: skip
     return energy, dcign

@@ -984,7 +984,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.average_symmetries = schedule.get("average_symmetries", False)
         args.train_fraction = stored.get("train_fraction")
         args.init_from = stored.get("init_from")
-        extra = stored.get("extra_train")
+        extra = stored.get("extra_train_sizes")
         args.extra_train = None if extra is None else [Path(d) for d in extra]
 
     def checkpoints(model_id: str) -> Path:
@@ -1018,7 +1018,8 @@ def main(argv: list[str] | None = None) -> dict:
         splits["train"] = train_subset(splits["train"], args.train_fraction, args.seed)
         if len(splits["train"]["id"]) == 0:
             parser.error(f"--train-fraction {args.train_fraction} leaves no training sample")
-    main_train_ids = [int(i) for i in splits["train"]["id"]]
+    # The ids of a --train-fraction subset, before a supplement repeats ids.
+    train_ids = None if args.train_fraction is None else [int(i) for i in splits["train"]["id"]]
     extra_sizes = None
     if args.extra_train and args.transfer_targets is not None:
         # The transfer model pairs samples by id, which the supplement's ids repeat.
@@ -1059,9 +1060,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "train_fraction": args.train_fraction,
         "init_from": args.init_from,
-        "extra_train": extra_sizes and list(extra_sizes),
         "extra_train_sizes": extra_sizes,
-        "train_ids": (None if args.train_fraction is None else main_train_ids),
+        "train_ids": train_ids,
         "energy_mae_mHa": {},
         "energy_mae_by_count_mHa": {},
         "epochs": {},
