@@ -120,6 +120,11 @@ class CountBaseline(ChecksImageArrays, keras.Model):
     def n_targets(self) -> int:
         return self.reference.shape[1]
 
+    @property
+    def metadata(self) -> dict:
+        """The wrapped model's metadata (a fresh copy; ``{}`` if it has none)."""
+        return dict(getattr(self.model, "metadata", {}))
+
     def electron_counts(self, images) -> keras.KerasTensor:
         """`N` of each image, shape `(batch,)`, as float (whole numbers)."""
         images = keras.ops.convert_to_tensor(images)

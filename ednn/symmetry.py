@@ -171,6 +171,11 @@ class SymmetryAverage(ChecksImageArrays, keras.Model):
     def n_targets(self) -> int | None:
         return getattr(self.model, "n_targets", None)
 
+    @property
+    def metadata(self) -> dict:
+        """The wrapped model's metadata (a fresh copy; ``{}`` if it has none, e.g. a DCIGN)."""
+        return dict(getattr(self.model, "metadata", {}))
+
     def call(self, inputs, training=None):
         paired = isinstance(inputs, (tuple, list))
         images = tf.convert_to_tensor(inputs[0] if paired else inputs)

@@ -84,6 +84,7 @@ def test_outputs_are_the_model_plus_the_reference_and_survive_a_keras_file(tmp_p
     assert isinstance(loaded, CountBaseline)
     np.testing.assert_allclose(loaded(images), expected, rtol=1e-5, atol=1e-6)
     assert loaded.count_from == "integral" and loaded.count_scale == 0.25
+    assert loaded.metadata == ednn_model.metadata  # units and target names read through
 
 
 def test_gradients_reach_the_wrapped_model():

@@ -91,6 +91,10 @@ def test_average_of_a_count_baseline_round_trips_with_plain_keras(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "averaged.keras")
     assert isinstance(loaded, SymmetryAverage)
     assert (loaded.elements, loaded.mirror_shift, loaded.n_targets) == ((0, 4), 1, 3)
+    # the EDNN's metadata (units, target names, provenance) reads through both wrappers
+    assert loaded.metadata == loaded.model.metadata == loaded.model.model.metadata
+    assert loaded.metadata["target_names"] == inner.model.metadata["target_names"]
+    assert "units" in loaded.metadata
     np.testing.assert_allclose(loaded.predict(x, verbose=0), before, rtol=1e-6)
     swapped = transform_images(x, 4)
     np.testing.assert_allclose(loaded.predict(swapped, verbose=0), before, rtol=1e-5, atol=1e-6)
@@ -151,6 +155,7 @@ def test_averaged_dcign_is_equivariant_and_keeps_the_electron_count(tmp_path):
     averaged.save(tmp_path / "dcign.keras")
     loaded = keras.saving.load_model(tmp_path / "dcign.keras")
     np.testing.assert_allclose(loaded.predict((v, n), verbose=0), density, rtol=1e-5, atol=1e-8)
+    assert loaded.metadata == {}  # a DCIGN carries none
 
 
 @pytest.mark.parametrize("mirror_shift", [2, -1, True])
