@@ -336,6 +336,14 @@ def test_error_anatomy_groups_every_pooled_sample_once(script, dataset, tmp_path
             assert sum(b["count"] for b in row[key]) == row["count"]
     total = sum(r["mae_mHa"] * r["count"] for r in rows) / pooled
     assert total == pytest.approx(out["e_total_mae_mHa"])
+    assert out["terms_mae_mHa"]["e_total"] == pytest.approx(out["e_total_mae_mHa"])
+    assert len(set(out["terms_mae_mHa"].values())) == len(script.TARGETS)
+    correlation = np.array(out["error_correlation"])
+    np.testing.assert_allclose(np.diag(correlation), 1.0)
+    np.testing.assert_allclose(correlation, correlation.T)
+    assert (
+        "Correlation of the signed errors" in (tmp_path / "run_error_anatomy_v_ext.md").read_text()
+    )
     test_only = result["energy_mae_mHa"]["v_ext"]["e_total"]
     assert out["e_total_mae_mHa"] != test_only  # pooled with the validation split
     assert "| N \\ mean frequency" in (tmp_path / "run_error_anatomy_v_ext.md").read_text()
