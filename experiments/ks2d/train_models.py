@@ -417,10 +417,27 @@ def energy_architecture(width: float = 1.0) -> dict:
     return {"conv_layers": conv, "dense_units": dense}
 
 
+def loss_weights_for(std: np.ndarray, kind: str) -> np.ndarray:
+    """Weights of the energy terms' absolute errors in the loss (:class:`WeightedMAE`).
+
+    ``std``: each term's training spread (Ha). ``"spread"``: ``1 / std``, the error of each
+    term relative to its spread (a 0.1 mHa error of E_c, spread ~20 mHa, weighs as much as a
+    ~10 mHa one of E_total, spread ~1.7 Ha). ``"uniform"``: the same weight for all, an
+    error in Hartree counting alike whatever the term, as the one 1.6 mHa target does; the
+    weight is ``1 / mean(std)`` so the loss keeps the size of the ``"spread"`` one.
+    """
+    std = np.asarray(std, np.float64)
+    if kind == "spread":
+        return 1.0 / std
+    if kind == "uniform":
+        return np.full_like(std, 1.0 / std.mean())
+    raise ValueError(f'`loss_weights` must be "spread" or "uniform". Received: {kind!r}')
+
+
 def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
-    init=None,
+    init=None, loss_weights="spread",
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -436,7 +453,10 @@ def train_energy_model(
     averaged over the swap of `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the
     model gives the same energies for both, as the solver does. ``init``: the path of a
     saved energy model of the same architecture whose weights training starts from (a new
-    schedule for a finished model) instead of random ones.
+    schedule for a finished model) instead of random ones. ``loss_weights``: ``"spread"``
+    weighs each term's error by its training spread (the residual standard deviation: every
+    term counts alike relative to its spread), ``"uniform"`` weighs them alike in Hartree,
+    as chemical accuracy counts them (:func:`loss_weights_for`).
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -507,8 +527,7 @@ def train_energy_model(
         )  # fmt: skip
     if init is not None:
         load_initial_weights(model, init)
-    # Loss on standardised energies (of what the network learns): every term weighs the same.
-    loss = WeightedMAE(1.0 / std)
+    loss = WeightedMAE(loss_weights_for(std, loss_weights))
     model.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
     (epochs, finished) = schedule.fit(
         model, x_train, y_train, validation_data=(x_val, y_val), checkpoints=checkpoints
@@ -734,6 +753,11 @@ def markdown(result: dict) -> str:
             "The saved energy models average their network over the 8 symmetries of the grid "
             "(`ednn.symmetry.SymmetryAverage`), exactly invariant under them."
         )
+    if result.get("schedule", {}).get("loss_weights", "spread") == "uniform":
+        lines.append(
+            "The loss weighs every energy term's error alike in Hartree (`--loss-weights "
+            "uniform`), not relative to its spread."
+        )
     if result.get("schedule", {}).get("width", 1.0) != 1.0:
         lines.append(
             f"The energy networks are {result['schedule']['width']:g}x as wide (filters and "
@@ -883,6 +907,14 @@ def main(argv: list[str] | None = None) -> dict:
         "layer (default 1: convolutions of 32, 32, 32, 64, 64 filters, 128 dense units)",
     )
     parser.add_argument(
+        "--loss-weights",
+        choices=("spread", "uniform"),
+        default="spread",
+        help="weights of the energy terms' errors in the loss: 'spread' (default) each "
+        "relative to its training spread; 'uniform' all alike in Hartree, as the 1.6 mHa "
+        "target counts them",
+    )
+    parser.add_argument(
         "--average-symmetries",
         action="store_true",
         help="save and score each trained energy model averaged over the 8 symmetries of the "
@@ -981,6 +1013,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.v_ceiling = schedule.get("v_ceiling_Ha")
         args.density_sqrt = schedule.get("density_sqrt", False)
         args.width = schedule.get("width", 1.0)
+        args.loss_weights = schedule.get("loss_weights", "spread")
         args.average_symmetries = schedule.get("average_symmetries", False)
         args.train_fraction = stored.get("train_fraction")
         args.init_from = stored.get("init_from")
@@ -1057,6 +1090,7 @@ def main(argv: list[str] | None = None) -> dict:
             "density_sqrt": args.density_sqrt,
             "width": args.width,
             "average_symmetries": args.average_symmetries,
+            "loss_weights": args.loss_weights,
         },
         "train_fraction": args.train_fraction,
         "init_from": args.init_from,
@@ -1128,6 +1162,7 @@ def main(argv: list[str] | None = None) -> dict:
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
                 density_sqrt=args.density_sqrt, width=args.width,
+                loss_weights=args.loss_weights,
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))

@@ -445,3 +445,17 @@ def test_extra_train_appends_a_supplement_to_the_training_split(script, dataset,
         script.main([*base, "--name", "bad", "--extra-train", str(other)])
     with pytest.raises(ValueError, match="share the main dataset's functional"):
         script.with_extra_training({}, json.loads((dataset / "config.json").read_text()), [other])
+
+
+def test_loss_weights_count_terms_by_spread_or_alike_in_hartree(script, dataset, tmp_path):
+    std = np.array([0.3, 0.7, 1.0, 0.2, 0.02, 1.7])
+    np.testing.assert_allclose(script.loss_weights_for(std, "spread") * std, 1.0)
+    uniform = script.loss_weights_for(std, "uniform")
+    np.testing.assert_allclose(uniform, 1.0 / std.mean())
+    with pytest.raises(ValueError, match="must be"):
+        script.loss_weights_for(std, "relative")
+    result = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "uniform",
+                          "--epochs", "1", "--minutes", "5", "--only", "v_ext",
+                          "--loss-weights", "uniform"])  # fmt: skip
+    assert result["schedule"]["loss_weights"] == "uniform"
+    assert "alike in Hartree" in (tmp_path / "uniform_train_models.md").read_text()
