@@ -11,8 +11,9 @@ errors of one model by the electron count `N` and, within each `N`, by
   (Ha; wide wells have small `ω̄`) and the anisotropy `min(ω) / max(ω)` (1 = round).
 
 It also gives the pooled MAE of every energy term, with about twice the samples of the test
-split alone (less noise when two runs are compared), and the correlation matrix of the terms'
-signed errors (which terms err together: e.g. E_H and E_x of the same too compact or too
+split alone (less noise when two runs are compared), the E_total MAE of the sum of the five
+predicted terms (T_s + E_ext + E_H + E_x + E_c, against the predicted E_total), and the
+correlation matrix of the terms' signed errors (which terms err together: e.g. E_H and E_x of the same too compact or too
 diffuse density err with opposite signs). Writes
 ``<name>_error_anatomy_<input>.{md,json}`` beside the models:
 
@@ -119,6 +120,8 @@ def markdown(result: dict) -> str:
         "|---" * len(tm.LABELS) + "|",
         "| " + " | ".join(f"{result['terms_mae_mHa'][t]:.2f}" for t in tm.TARGETS) + " |",
         "",
+        f"E_total as the sum of the five predicted terms: {result['sum_of_terms_mae_mHa']:.2f}.",
+        "",
         "Correlation of the signed errors:",
         "",
         "| | " + " | ".join(tm.LABELS) + " |",
@@ -183,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
         "splits": list(SPLITS),
         "e_total_mae_mHa": float(errors.mean()),
         "terms_mae_mHa": dict(zip(tm.TARGETS, map(float, np.abs(signed).mean(0)), strict=True)),
+        "sum_of_terms_mae_mHa": float(
+            np.abs(1000 * predicted[:, :-1].sum(axis=1) - 1000 * truth[:, -1]).mean()
+        ),
         "error_correlation": np.corrcoef(signed.T).round(4).tolist(),
         "by_count": anatomy(
             errors,

@@ -338,6 +338,7 @@ def test_error_anatomy_groups_every_pooled_sample_once(script, dataset, tmp_path
     assert total == pytest.approx(out["e_total_mae_mHa"])
     assert out["terms_mae_mHa"]["e_total"] == pytest.approx(out["e_total_mae_mHa"])
     assert len(set(out["terms_mae_mHa"].values())) == len(script.TARGETS)
+    assert out["sum_of_terms_mae_mHa"] != pytest.approx(out["e_total_mae_mHa"], rel=1e-6)
     correlation = np.array(out["error_correlation"])
     np.testing.assert_allclose(np.diag(correlation), 1.0)
     np.testing.assert_allclose(correlation, correlation.T)
