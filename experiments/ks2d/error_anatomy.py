@@ -13,8 +13,8 @@ errors of one model by the electron count `N` and, within each `N`, by
 It also gives the pooled MAE of every energy term, with about twice the samples of the test
 split alone (less noise when two runs are compared), the E_total MAE of the sum of the five
 predicted terms (T_s + E_ext + E_H + E_x + E_c, against the predicted E_total), and the
-correlation matrix of the terms' signed errors (which terms err together: e.g. E_H and E_x of the same too compact or too
-diffuse density err with opposite signs). Writes
+correlation matrix of the terms' signed errors (which terms err together: E_H and E_x of a
+too compact or too diffuse density err with opposite signs). Writes
 ``<name>_error_anatomy_<input>.{md,json}`` beside the models:
 
     python experiments/ks2d/error_anatomy.py --data data/ks2d-sho-gga-2k \\

@@ -424,7 +424,7 @@ def loss_weights_for(std: np.ndarray, kind: str) -> np.ndarray:
     term relative to its spread (a 0.1 mHa error of E_c, spread ~20 mHa, weighs as much as a
     ~10 mHa one of E_total, spread ~1.7 Ha). ``"uniform"``: the same weight for all, an
     error in Hartree counting alike whatever the term, as the one 1.6 mHa target does; the
-    weight is ``1 / mean(std)`` so the loss keeps the size of the ``"spread"`` one.
+    weight is ``1 / mean(std)``, so the loss stays of the order of the ``"spread"`` one.
     """
     std = np.asarray(std, np.float64)
     if kind == "spread":
