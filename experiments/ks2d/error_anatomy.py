@@ -178,16 +178,17 @@ def main(argv: list[str] | None = None) -> dict:
     predicted = np.asarray(model.predict(images, batch_size=64, verbose=0), np.float64)
     truth = tm.energies(pooled).astype(np.float64)
     signed = 1000 * (predicted - truth)
-    errors = np.abs(signed[:, -1])
+    absolute = np.abs(signed)
+    errors = absolute[:, -1]
     result = {
         "data": str(args.data),
         "model": path.name,
         "average_symmetries": args.average_symmetries or isinstance(model, SymmetryAverage),
         "splits": list(SPLITS),
         "e_total_mae_mHa": float(errors.mean()),
-        "terms_mae_mHa": dict(zip(tm.TARGETS, map(float, np.abs(signed).mean(0)), strict=True)),
+        "terms_mae_mHa": dict(zip(tm.TARGETS, map(float, absolute.mean(axis=0)), strict=True)),
         "sum_of_terms_mae_mHa": float(
-            np.abs(1000 * predicted[:, :-1].sum(axis=1) - 1000 * truth[:, -1]).mean()
+            1000 * np.abs(predicted[:, :-1].sum(1) - truth[:, -1]).mean()
         ),
         "error_correlation": np.corrcoef(signed.T).round(4).tolist(),
         "by_count": anatomy(
