@@ -68,6 +68,7 @@ from ednn.ks2d.xc import Functional
 from ednn.layers import AppendSqrt, ChannelCeiling, ExtractTiles
 from ednn.losses import WeightedMAE
 from ednn.model import build_ednn, channel_symmetric, default_tile_network
+from ednn.multiscale import MultiScaleEDNN
 from ednn.resumable import ResumableFit
 from ednn.symmetry import SymmetryAverage
 
@@ -437,7 +438,7 @@ def loss_weights_for(std: np.ndarray, kind: str) -> np.ndarray:
 def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
-    init=None, loss_weights="spread",
+    init=None, loss_weights="spread", coarse=None,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -456,7 +457,12 @@ def train_energy_model(
     schedule for a finished model) instead of random ones. ``loss_weights``: ``"spread"``
     weighs each term's error by its training spread (the residual standard deviation: every
     term counts alike relative to its spread), ``"uniform"`` weighs them alike in Hartree,
-    as chemical accuracy counts them (:func:`loss_weights_for`).
+    as chemical accuracy counts them (:func:`loss_weights_for`). ``coarse=(pool, context)``
+    adds a second EDNN on the image average-pooled ``pool`` x, with focus ``focus / pool``
+    (the same focus regions) and ``context`` coarse pixels on each side, its outputs added
+    to the first's (:class:`ednn.multiscale.MultiScaleEDNN`): a wide view at low
+    resolution beside the narrow one at full resolution. It starts at zero (zero output
+    weights), so the model starts as the single-scale one.
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -470,7 +476,6 @@ def train_energy_model(
     # The network learns standardised energies: E = std * sum(out) + mean, spread over tiles.
     mean = residual.mean(axis=0)
     std = residual.std(axis=0)
-    tile_shape = ExtractTiles(focus, context, "zero").tile_shape
     # Pixel-wise input maps ahead of the convolutions (they commute with the tiling).
     (inputs, mapped, n_channels) = ([], {}, x_train.shape[-1])
     if key == "v_ext" and v_ceiling is not None:
@@ -479,42 +484,59 @@ def train_energy_model(
     if key == "density" and density_sqrt:
         inputs.append(AppendSqrt(0, name="density_sqrt"))
         (mapped["density_sqrt"], n_channels) = (True, n_channels + 1)
-    tile_network = default_tile_network(
-        tile_shape,
-        n_channels,
-        len(TARGETS),
-        **energy_architecture(width),
-    )
-    if inputs:
-        tile_network = keras.Sequential(
-            [keras.Input((*tile_shape, x_train.shape[-1])), *inputs, tile_network],
-            name="mapped_tile_network",
-        )
     if key == "spin_densities":
-        # The energies do not change when n↑ and n↓ swap: average the network over the swap.
-        tile_network = channel_symmetric(tile_network, [(0, 1), (1, 0)])
         mapped["spin_flip_symmetric"] = True
+    if coarse is not None:
+        mapped["coarse_view"] = {"pool": coarse[0], "context": coarse[1]}
+
+    def tile_network(focus, context, **options):
+        tile_shape = ExtractTiles(focus, context, "zero").tile_shape
+        network = default_tile_network(
+            tile_shape, n_channels, len(TARGETS), **energy_architecture(width), **options
+        )
+        if inputs:
+            network = keras.Sequential(
+                [keras.Input((*tile_shape, x_train.shape[-1])), *inputs, network],
+                name="mapped_tile_network",
+            )
+        if key == "spin_densities":
+            # The energies do not change when n↑ and n↓ swap: average over the swap.
+            network = channel_symmetric(network, [(0, 1), (1, 0)])
+        return network
+
+    metadata = {
+        "units": "Ha",
+        "target_names": list(TARGETS),
+        "provenance": {"input": key, "input_scale": scale, **mapped, **(provenance or {})},
+    }
     model = build_ednn(
         focus,
         context,
         n_channels=x_train.shape[-1],
         n_targets=len(TARGETS),
-        tile_network=tile_network,
+        tile_network=tile_network(focus, context),
         boundary="zero",
         energy_scale=[float(s) for s in std],
         energy_shift_per_tile=[float(m) / n_tiles for m in mean],
-        metadata={
-            "units": "Ha",
-            "target_names": list(TARGETS),
-            "provenance": {
-                "input": key,
-                "input_scale": scale,
-                **mapped,
-                **(provenance or {}),
-            },
-        },
+        metadata=metadata,
         name=name or f"ednn_{key}",
     )
+    if coarse is not None:
+        (pool, coarse_context) = coarse
+        wide = build_ednn(
+            focus // pool,
+            coarse_context,
+            n_channels=x_train.shape[-1],
+            n_targets=len(TARGETS),
+            tile_network=tile_network(
+                focus // pool, coarse_context, output_initializer="zeros", name="coarse_tiles"
+            ),
+            boundary="zero",
+            energy_scale=[float(s) for s in std],
+            metadata=metadata,
+            name=f"{model.name}_coarse",
+        )
+        model = MultiScaleEDNN([model, wide], [1, pool], name=f"{model.name}_multiscale")
     if baseline == "count":
         (count_from, channel, count_scale) = {
             "density": ("integral", 0, pixel_area / scale),
@@ -706,9 +728,14 @@ def load_initial_weights(model: keras.Model, path: Path) -> None:
 
 
 def tiles(model) -> str:
-    """A model's tiling, ``"focus+2x context"`` in pixels."""
+    """A model's tiling, ``"focus+2x context"`` in pixels (``"; pooled 2x: …"`` per branch)."""
     while isinstance(model, (SymmetryAverage, CountBaseline)):
         model = model.model
+    if isinstance(model, MultiScaleEDNN):
+        return "; ".join(
+            tiles(b) if p == 1 else f"pooled {p}x: {tiles(b)}"
+            for b, p in zip(model.branches, model.pools, strict=True)
+        )
     return f"{model.focus[0]}+2x{model.context[0]}"
 
 
@@ -757,6 +784,13 @@ def markdown(result: dict) -> str:
         lines.append(
             "The loss weighs every energy term's error alike in Hartree (`--loss-weights "
             "uniform`), not relative to its spread."
+        )
+    if result.get("schedule", {}).get("coarse"):
+        (pool, context) = result["schedule"]["coarse"]
+        lines.append(
+            f"Each energy model adds a second EDNN on the image pooled {pool}x (focus "
+            f"--focus / {pool}, {context} coarse pixels of context: `--coarse {pool} {context}`, "
+            "`ednn.multiscale.MultiScaleEDNN`)."
         )
     if result.get("schedule", {}).get("width", 1.0) != 1.0:
         lines.append(
@@ -907,6 +941,17 @@ def main(argv: list[str] | None = None) -> dict:
         "layer (default 1: convolutions of 32, 32, 32, 64, 64 filters, 128 dense units)",
     )
     parser.add_argument(
+        "--coarse",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("POOL", "CONTEXT"),
+        help="add to each energy model a second EDNN on the image average-pooled POOL x "
+        "(focus --focus / POOL, the same focus regions; CONTEXT coarse pixels of context), "
+        "a wide view at low resolution (ednn.multiscale.MultiScaleEDNN); e.g. 2 8: 24 bohr "
+        "of view on the 0.5-bohr grids beside the 16 of the default tiles",
+    )
+    parser.add_argument(
         "--loss-weights",
         choices=("spread", "uniform"),
         default="spread",
@@ -1014,6 +1059,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.density_sqrt = schedule.get("density_sqrt", False)
         args.width = schedule.get("width", 1.0)
         args.loss_weights = schedule.get("loss_weights", "spread")
+        args.coarse = schedule.get("coarse")
         args.average_symmetries = schedule.get("average_symmetries", False)
         args.train_fraction = stored.get("train_fraction")
         args.init_from = stored.get("init_from")
@@ -1025,6 +1071,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not (np.isfinite(args.width) and args.width > 0):
         parser.error(f"--width must be a positive number. Received: {args.width}")
+    if args.coarse is not None:
+        (pool, context) = args.coarse
+        if pool < 2 or args.focus % pool or context < 0:
+            parser.error(
+                "--coarse POOL CONTEXT needs POOL >= 2 dividing --focus and CONTEXT >= 0. "
+                f"Received: --coarse {pool} {context} with --focus {args.focus}"
+            )
     if args.v_ceiling is not None and not (np.isfinite(args.v_ceiling) and args.v_ceiling > 0):
         parser.error(
             f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}"
@@ -1091,6 +1144,7 @@ def main(argv: list[str] | None = None) -> dict:
             "width": args.width,
             "average_symmetries": args.average_symmetries,
             "loss_weights": args.loss_weights,
+            "coarse": args.coarse,
         },
         "train_fraction": args.train_fraction,
         "init_from": args.init_from,
@@ -1162,7 +1216,7 @@ def main(argv: list[str] | None = None) -> dict:
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
                 density_sqrt=args.density_sqrt, width=args.width,
-                loss_weights=args.loss_weights,
+                loss_weights=args.loss_weights, coarse=args.coarse,
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))

@@ -13,6 +13,7 @@ from ednn.count_baseline import CountBaseline
 from ednn.ks2d import generate as gen
 from ednn.ks2d.grid import apply_symmetry
 from ednn.layers import AppendSqrt, ChannelCeiling
+from ednn.multiscale import MultiScaleEDNN
 from ednn.symmetry import SymmetryAverage
 
 SCRIPT = Path(__file__).parents[3] / "experiments" / "ks2d" / "train_models.py"
@@ -216,6 +217,8 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--rescore"], "no results to rescore"),
         (["--extra-train", "x", "--transfer-targets", "y"], "does not combine with"),
         (["--extra-train", "no-such-dir"], "no-such-dir"),
+        (["--coarse", "3", "8"], "POOL >= 2 dividing --focus"),
+        (["--coarse", "1", "8"], "POOL >= 2 dividing --focus"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
@@ -460,3 +463,27 @@ def test_loss_weights_count_terms_by_spread_or_alike_in_hartree(script, dataset,
                           "--loss-weights", "uniform"])  # fmt: skip
     assert result["schedule"]["loss_weights"] == "uniform"
     assert "alike in Hartree" in (tmp_path / "uniform_train_models.md").read_text()
+
+
+def test_coarse_adds_a_branch_with_a_wide_view_of_the_pooled_image(script, dataset, tmp_path):
+    result = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "coarse",
+                          "--epochs", "1", "--minutes", "5", "--only", "v_ext", "--baseline",
+                          "count", "--coarse", "2", "8"])  # fmt: skip
+    assert result["schedule"]["coarse"] == [2, 8]
+    table = (tmp_path / "coarse_train_models.md").read_text()
+    assert "`--coarse 2 8`" in table and "| 16+2x8; pooled 2x: 8+2x8 |" in table
+    model = keras.saving.load_model(tmp_path / "coarse_ednn_energies_from_v_ext.keras")
+    multiscale = model.model
+    assert isinstance(multiscale, MultiScaleEDNN) and multiscale.pools == [1, 2]
+    (fine, wide) = multiscale.branches
+    assert (wide.focus, wide.context, wide.boundary) == ((8, 8), (8, 8), "zero")
+    assert wide.metadata["provenance"]["coarse_view"] == {"pool": 2, "context": 8}
+    # The means are the fine branch's shift; the coarse one learns a correction only.
+    assert wide.energy_shift_per_tile == 0.0 and fine.energy_shift_per_tile != 0.0
+    assert wide.energy_scale == pytest.approx(fine.energy_scale)
+    fresh = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "coarse",
+                         "--rescore"])  # fmt: skip
+    assert fresh["schedule"]["coarse"] == [2, 8]
+    assert fresh["energy_mae_mHa"]["v_ext"] == pytest.approx(
+        result["energy_mae_mHa"]["v_ext"], rel=1e-4
+    )
