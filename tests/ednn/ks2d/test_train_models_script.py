@@ -487,3 +487,39 @@ def test_coarse_adds_a_branch_with_a_wide_view_of_the_pooled_image(script, datas
     assert fresh["energy_mae_mHa"]["v_ext"] == pytest.approx(
         result["energy_mae_mHa"]["v_ext"], rel=1e-4
     )
+
+
+def test_virial_checks_labels_and_predictions_and_projects_onto_the_relations(
+    script, dataset, tmp_path
+):
+    script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "vir",
+                 "--epochs", "1", "--minutes", "5", "--only", "v_ext"])  # fmt: skip
+    spec = importlib.util.spec_from_file_location("virial", SCRIPT.with_name("virial.py"))
+    virial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(virial)
+    out = virial.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "vir"])
+    # The labels obey the relation to the grid's discretisation; dE_c/dγ is no small term.
+    assert abs(out["label_residual_mHa"]["mean"]) < 2.0
+    assert out["de_c_dgamma_Ha"]["mean"] < -0.05
+    assert out["scaling_fit_mae_mHa"] < 2.0
+    assert set(out["projected"]) == {"val", "test"}
+    assert "Projected onto both relations" in (tmp_path / "vir_virial_v_ext.md").read_text()
+    # The projection removes an error that breaks the relations and nothing else: labels
+    # with an E_ext error only, errors of equal spread on every term (Ha).
+    splits = script.load_splits(dataset)[0]
+    labels = script.energies(splits["train"]).astype(float)
+    counts = splits["train"]["n_electrons"]
+    de_c = np.full(len(counts), -0.15)
+    fit = virial.ScalingFit(labels[:, 4], counts, de_c)
+    truth = labels.copy()
+    truth[:, 0] = (truth[:, 1] * 2 - truth[:, 2] - truth[:, 3] + 0.15) / 2  # obeys the virial
+    truth[:, 5] = truth[:, :5].sum(axis=1)  # and the sum rule
+    wrong = truth.copy()
+    wrong[:, 1] += 0.003
+    moved = virial.project(wrong, counts, fit, np.eye(6) * 1e-6, noise=1e-6)
+    assert np.abs(moved - truth).max() < 0.5 * 0.003
+    np.testing.assert_allclose(
+        virial.project(truth, counts, fit, np.eye(6), 1e-6), truth, atol=1e-9
+    )
+    with pytest.raises(SystemExit):
+        virial.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "nope"])
