@@ -187,6 +187,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     import keras
 
     from ednn.model import EDNN
+    from ednn.multiscale import MultiScaleEDNN
 
     path = args.model
     if path is None:
@@ -205,24 +206,39 @@ def info_main(argv: Sequence[str] | None = None) -> int:
                 f"{type(model).__name__}({', '.join(f'{k}={config[k]}' for k in keys)})"
             )
             model = model.model
-        if not isinstance(model, EDNN):
+        if not isinstance(model, EDNN | MultiScaleEDNN):
             raise TypeError(
                 f"Expected {path!r} to hold an EDNN model. Received: a {type(model).__name__}"
             )
     except (OSError, ValueError, TypeError) as err:
         print(f"ednn info: error: {err}", file=sys.stderr)
         return 1
+    (branches, pools) = (
+        (model.branches, model.pools) if isinstance(model, MultiScaleEDNN) else ([model], [1])
+    )
+    first = branches[0]
     report = {
         "path": path,
         "wrappers": wrappers,
-        "focus_px": list(model.focus),
-        "context_px": list(model.context),
-        "boundary": model.boundary,
-        "tile_shape": list(model.tile_shape),
+        "focus_px": list(first.focus),
+        "context_px": list(first.context),
+        "boundary": first.boundary,
+        "tile_shape": list(first.tile_shape),
         "n_targets": model.n_targets,
-        "parameters": int(model.count_params()),
+        "parameters": int(sum(b.count_params() for b in branches)),
         "metadata": model.metadata,
     }
+    if len(branches) > 1:  # MultiScaleEDNN: the tiling of every branch
+        report["branches"] = [
+            {
+                "pool": pool,
+                "focus_px": list(b.focus),
+                "context_px": list(b.context),
+                "tile_shape": list(b.tile_shape),
+                "boundary": b.boundary,
+            }
+            for (b, pool) in zip(branches, pools, strict=True)
+        ]
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -239,11 +255,13 @@ def info_main(argv: Sequence[str] | None = None) -> int:
             f"stretch channels {raster.get('spacing_channels', False)}"
         )
     else:
-        print(f"  input: {model.n_channels}-channel images (no atom rasterization recorded)")
-    print(
-        f"  focus {model.focus} px, context {model.context} px, tile {model.tile_shape}, "
-        f"boundary {model.boundary}"
-    )
+        print(f"  input: {first.n_channels}-channel images (no atom rasterization recorded)")
+    for branch, pool in zip(branches, pools, strict=True):
+        prefix = "  " if len(branches) == 1 else f"  branch on the image pooled {pool}x: "
+        print(
+            f"{prefix}focus {branch.focus} px, context {branch.context} px, tile "
+            f"{branch.tile_shape}, boundary {branch.boundary}"
+        )
     print(f"  parameters: {report['parameters']:,}")
     for key in ("reference_energies", "provenance", "metrics", "ednn_version", "created"):
         if key in meta:

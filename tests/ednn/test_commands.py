@@ -128,3 +128,21 @@ def test_info_describes_the_wrappers_of_a_ks2d_model(tmp_path, capsys):
     keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]).save(tmp_path / "plain.keras")
     assert cli.main(["info", str(tmp_path / "plain.keras")]) == 1
     assert "to hold an EDNN model. Received: a Sequential" in capsys.readouterr().err
+
+
+def test_info_describes_every_branch_of_a_multiscale_model(tmp_path, capsys):
+    from ednn.model import build_ednn
+    from ednn.multiscale import MultiScaleEDNN
+
+    small = {"conv_layers": [(2, 3, 1, 1)], "dense_units": [4], "n_channels": 2}
+    branches = [build_ednn(4, 2, **small), build_ednn(2, 3, name="coarse", **small)]
+    model = MultiScaleEDNN(branches, pools=[1, 2])
+    model.save(tmp_path / "multiscale.keras")
+    assert cli.main(["info", str(tmp_path / "multiscale.keras"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [b["pool"] for b in report["branches"]] == [1, 2]
+    assert report["branches"][1]["tile_shape"] == [8, 8, 2]
+    assert report["parameters"] == model.count_params() > branches[0].count_params()
+    assert cli.main(["info", str(tmp_path / "multiscale.keras")]) == 0
+    text = capsys.readouterr().out
+    assert "branch on the image pooled 2x: focus (2, 2) px, context (3, 3) px" in text
