@@ -16,7 +16,7 @@ import ednn  # noqa: F401  (registers the Keras objects)
 from ednn.ks2d.generate import load_dataset
 
 ROOT = Path(__file__).resolve().parents[3]
-RUN = "sho-gga-2k-big2-restart"
+RUN = "sho-gga-2k-big2-restart2"
 MODEL = ROOT / "experiments/ks2d/results" / f"{RUN}_ednn_energies_from_v_ext.keras"
 RESULTS = ROOT / "experiments/ks2d/results" / f"{RUN}_train_models.json"
 
