@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not path.exists():
         parser.error(f"no saved model at {path}")
     (splits, config, _) = tm.load_splits(args.data)
-    if config.get("potential") != "sho" or config.get("spin_polarized"):
+    if config.get("potential") != "sho" or config.get("magnetization") is not None:
         parser.error(f"needs a spin-unpolarised SHO dataset. Received: {args.data}")
     grid = Grid(config["grid"]["n"], config["grid"]["box"])
     functional = tm.functional_of(config)

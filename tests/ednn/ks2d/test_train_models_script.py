@@ -490,7 +490,7 @@ def test_coarse_adds_a_branch_with_a_wide_view_of_the_pooled_image(script, datas
 
 
 def test_virial_checks_labels_and_predictions_and_projects_onto_the_relations(
-    script, dataset, tmp_path
+    script, dataset, tmp_path, capsys
 ):
     script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "vir",
                  "--epochs", "1", "--minutes", "5", "--only", "v_ext"])  # fmt: skip
@@ -523,3 +523,11 @@ def test_virial_checks_labels_and_predictions_and_projects_onto_the_relations(
     )
     with pytest.raises(SystemExit):
         virial.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "nope"])
+    # Spin-polarised sets (config 'magnetization') are refused: their correlation differs.
+    polarised = tmp_path / "polarised"
+    shutil.copytree(dataset, polarised)
+    config = json.loads((polarised / "config.json").read_text())
+    (polarised / "config.json").write_text(json.dumps({**config, "magnetization": 0}))
+    with pytest.raises(SystemExit):
+        virial.main(["--data", str(polarised), "--out", str(tmp_path), "--name", "vir"])
+    assert "needs a spin-unpolarised SHO dataset" in capsys.readouterr().err
