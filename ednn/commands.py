@@ -225,7 +225,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         "boundary": first.boundary,
         "tile_shape": list(first.tile_shape),
         "n_targets": model.n_targets,
-        "parameters": int(sum(b.count_params() for b in branches)),
+        "parameters": int(model.count_params()),
         "metadata": model.metadata,
     }
     if len(branches) > 1:  # MultiScaleEDNN: the tiling of every branch

@@ -201,8 +201,7 @@ def markdown(result: dict) -> str:
         f"(max {r['label_residual_mHa']['max_abs']:.2f}: the grid's discretisation).",
         f"- Of the predictions (mean absolute): {r['predicted_residual_mae_mHa']:.2f} (terms "
         f"erring independently with the same spreads: ~{r['independent_residual_mae_mHa']:.1f}); "
-        "their "
-        f"sum rule `T_s + E_ext + E_H + E_x + E_c − E_total`: "
+        "their sum rule `T_s + E_ext + E_H + E_x + E_c − E_total`: "
         f"{r['predicted_sum_rule_mae_mHa']:.2f}. Pooled E_total MAE: "
         f"{r['terms_mae_mHa']['e_total']:.2f}.",
         "",
