@@ -77,6 +77,8 @@ LABELS = ("T_s", "E_ext", "E_H", "E_x", "E_c", "E_total")
 # A smaller tile network than the atomistic default: 48² images, 2 shared CPU cores.
 ENERGY_CONV_LAYERS = ((32, 3, 2, 1), (32, 3, 1, 2), (64, 3, 2, 1), (64, 3, 1, 1))
 ENERGY_DENSE_UNITS = (128,)
+# Hidden-layer activations of the energy networks (`--activation`).
+ACTIVATIONS = ("relu", "silu", "gelu", "softplus")
 # Potentials are fed as v / (4 Ha): the wells where the electrons live span 0 to ~1 and the
 # walls (up to ~150 Ha at the corners) stay finite. Densities (peaks 0.1-0.4 bohr⁻²) are fed
 # as 4 n, peaks of order one; spin densities (n↑, n↓) of a spin-polarised set likewise.
@@ -438,7 +440,7 @@ def loss_weights_for(std: np.ndarray, kind: str) -> np.ndarray:
 def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
-    init=None, loss_weights="spread", coarse=None,
+    init=None, loss_weights="spread", coarse=None, activation="relu",
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -450,7 +452,9 @@ def train_energy_model(
     channel there (:class:`ednn.layers.ChannelCeiling`); with ``density_sqrt`` a
     density-input tile network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way
     the saved model takes the same images as without. ``width`` multiplies the filters and
-    units of every hidden layer (:func:`energy_architecture`). A spin-density tile network is
+    units of every hidden layer (:func:`energy_architecture`), ``activation`` is that of
+    every hidden layer (a smooth one such as ``"silu"`` makes the energy a smooth function
+    of the image, as the labels are, instead of a piecewise-linear one). A spin-density tile network is
     averaged over the swap of `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the
     model gives the same energies for both, as the solver does. ``init``: the path of a
     saved energy model of the same architecture whose weights training starts from (a new
@@ -492,7 +496,12 @@ def train_energy_model(
     def tile_network(focus, context, **options):
         tile_shape = ExtractTiles(focus, context, "zero").tile_shape
         network = default_tile_network(
-            tile_shape, n_channels, len(TARGETS), **energy_architecture(width), **options
+            tile_shape,
+            n_channels,
+            len(TARGETS),
+            **energy_architecture(width),
+            activation=activation,
+            **options,
         )
         if inputs:
             network = keras.Sequential(
@@ -792,6 +801,11 @@ def markdown(result: dict) -> str:
             f"--focus / {pool}, {context} coarse pixels of context: `--coarse {pool} {context}`, "
             "`ednn.multiscale.MultiScaleEDNN`)."
         )
+    if result.get("schedule", {}).get("activation", "relu") != "relu":
+        lines.append(
+            f"The energy networks' hidden layers use `{result['schedule']['activation']}` "
+            "activations (`--activation`), not ReLU."
+        )
     if result.get("schedule", {}).get("width", 1.0) != 1.0:
         lines.append(
             f"The energy networks are {result['schedule']['width']:g}x as wide (filters and "
@@ -941,6 +955,13 @@ def main(argv: list[str] | None = None) -> dict:
         "layer (default 1: convolutions of 32, 32, 32, 64, 64 filters, 128 dense units)",
     )
     parser.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        default="relu",
+        help="activation of the energy networks' hidden layers (default relu, the original "
+        "EDNN's; silu, gelu and softplus are smooth, like the energies they fit)",
+    )
+    parser.add_argument(
         "--coarse",
         type=int,
         nargs=2,
@@ -1058,6 +1079,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.v_ceiling = schedule.get("v_ceiling_Ha")
         args.density_sqrt = schedule.get("density_sqrt", False)
         args.width = schedule.get("width", 1.0)
+        args.activation = schedule.get("activation", "relu")
         args.loss_weights = schedule.get("loss_weights", "spread")
         args.coarse = schedule.get("coarse")
         args.average_symmetries = schedule.get("average_symmetries", False)
@@ -1091,6 +1113,15 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         if missing:
             parser.error(f"--init-from {args.init_from}: no saved model at {', '.join(missing)}")
+        # Same shapes, other function: ReLU weights are not a start for a silu network.
+        start = output_path(args.out, args.init_from, "train_models.json")
+        if start.exists():
+            used = json.loads(start.read_text()).get("schedule", {}).get("activation", "relu")
+            if used != args.activation:
+                parser.error(
+                    f"--init-from {args.init_from}: its networks use {used} activations, "
+                    f"this run {args.activation} (pass --activation {used})"
+                )
     stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
     if stale and not args.resume:
         parser.error(
@@ -1142,6 +1173,7 @@ def main(argv: list[str] | None = None) -> dict:
             "v_ceiling_Ha": args.v_ceiling,
             "density_sqrt": args.density_sqrt,
             "width": args.width,
+            "activation": args.activation,
             "average_symmetries": args.average_symmetries,
             "loss_weights": args.loss_weights,
             "coarse": args.coarse,
@@ -1216,7 +1248,7 @@ def main(argv: list[str] | None = None) -> dict:
                 checkpoints(model_id), name=f"ednn_{model_id}", provenance=provenance,
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
                 density_sqrt=args.density_sqrt, width=args.width,
-                loss_weights=args.loss_weights, coarse=args.coarse,
+                loss_weights=args.loss_weights, coarse=args.coarse, activation=args.activation,
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))

@@ -125,7 +125,7 @@ def test_a_run_of_the_same_name_that_finished_meanwhile_keeps_its_row(
 def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_path):
     arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped",
                  "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--density-sqrt",
-                 "--train-fraction", "0.5", "--width", "0.5",
+                 "--train-fraction", "0.5", "--width", "0.5", "--activation", "silu",
                  "--only", "v_ext", "density"]  # fmt: skip
     result = script.main(arguments)
     assert result["schedule"]["v_ceiling_Ha"] == 5.0
@@ -144,11 +144,16 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     hidden = [layer for layer in model.tile_network.layers[-1].layers if layer.name != "output"]
     widths = [getattr(layer, "filters", getattr(layer, "units", None)) for layer in hidden]
     assert [w for w in widths if w is not None] == [16, 16, 16, 32, 32, 64]
+    # --activation silu: every hidden layer of the saved network, the output stays linear.
+    activations = [layer.activation.__name__ for layer in hidden if hasattr(layer, "activation")]
+    assert activations and set(activations) == {"silu"}
+    assert model.tile_network.layers[-1].get_layer("output").activation.__name__ == "linear"
+    assert result["schedule"]["activation"] == "silu"
     density_model = keras.saving.load_model(tmp_path / "capped_ednn_energies_from_density.keras")
     assert isinstance(density_model.tile_network.get_layer("density_sqrt"), AppendSqrt)
     table = (tmp_path / "capped_train_models.md").read_text()
     assert "caps the potential at 5 Ha" in table and "also see √n" in table
-    assert "0.5x as wide" in table
+    assert "0.5x as wide" in table and "`silu` activations" in table
     # split_errors.py scores the saved model on every split; its test row is the script's.
     spec = importlib.util.spec_from_file_location(
         "split_errors", SCRIPT.with_name("split_errors.py")
@@ -219,6 +224,7 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--extra-train", "no-such-dir"], "no-such-dir"),
         (["--coarse", "3", "8"], "POOL >= 2 dividing --focus"),
         (["--coarse", "1", "8"], "POOL >= 2 dividing --focus"),
+        (["--activation", "tanh"], "invalid choice: 'tanh'"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
@@ -358,7 +364,7 @@ def test_error_anatomy_groups_every_pooled_sample_once(script, dataset, tmp_path
     np.testing.assert_array_equal(anatomy.partly_filled(spin), [False, True])
 
 
-def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path):
+def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path, capsys):
     base = ["--data", str(dataset), "--out", str(tmp_path), "--epochs", "1", "--minutes", "5",
             "--only", "v_ext", "--baseline", "count"]  # fmt: skip
     first = script.main([*base, "--name", "first", "--average-symmetries"])
@@ -378,6 +384,10 @@ def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path):
         script.main([*base, "--name", "wide", "--init-from", "first", "--width", "2"])
     with pytest.raises(SystemExit):
         script.main([*base, "--name", "none", "--init-from", "missing"])
+    # Weights of the same shapes trained with other activations are refused too.
+    with pytest.raises(SystemExit):
+        script.main([*base, "--name", "smooth", "--init-from", "first", "--activation", "silu"])
+    assert "its networks use relu activations, this run silu" in capsys.readouterr().err
 
 
 def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
