@@ -8,7 +8,9 @@ Prints a table (mHa per term and split) and writes it as JSON next to the models
         --names sho-lda-2k-count sho-lda-2k-count-short
 
 The training split is scored as stored (no symmetry augmentation); for a run on a
-``--train-fraction`` of it, only the samples it trained on (``train_ids`` of its results).
+``--train-fraction`` of it, only the samples it trained on (``train_ids`` of its results);
+for a run with ``--extra-train``, the main dataset's training split (trained on as well).
+Rows of runs scored before are kept in the files; scoring a run again replaces its rows.
 """
 
 from __future__ import annotations
@@ -60,8 +62,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     (splits, _, _) = tm.load_splits(args.data)
     result = {}
-    lines = ["| run | input | split | " + " | ".join(tm.LABELS) + " |"]
-    lines.append("|---" * (3 + len(tm.LABELS)) + "|")
     for name in args.names:
         results = args.out / f"{name}_train_models.json"
         train_ids = json.loads(results.read_text()).get("train_ids") if results.exists() else None
@@ -72,15 +72,27 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             errors = split_errors(keras.saving.load_model(path), splits, key, train_ids)
             result[f"{name}/{key}"] = errors
-            for split in SPLITS:
-                values = " | ".join(f"{errors[split][t]:.1f}" for t in tm.TARGETS)
-                lines.append(f"| {name} | {key} | {split} | {values} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
     stem = f"{args.data.name}_split_errors"
-    atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+    # The rows of runs scored before stay; a run scored again replaces its rows.
+    stored_path = args.out / f"{stem}.json"
+    stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    table = markdown({**stored, **result})
+    print(table)
+    atomic_write_text(stored_path, json.dumps({**stored, **result}, indent=1) + "\n")
     atomic_write_text(args.out / f"{stem}.md", table)
     return result
+
+
+def markdown(rows: dict) -> str:
+    """The table of ``{"run/input": {split: {term: MAE in mHa}}}``, one line per split."""
+    lines = ["| run | input | split | " + " | ".join(tm.LABELS) + " |"]
+    lines.append("|---" * (3 + len(tm.LABELS)) + "|")
+    for run_input, errors in rows.items():
+        (name, key) = run_input.rsplit("/", 1)
+        for split in SPLITS:
+            values = " | ".join(f"{errors[split][t]:.1f}" for t in tm.TARGETS)
+            lines.append(f"| {name} | {key} | {split} | {values} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

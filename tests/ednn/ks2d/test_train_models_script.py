@@ -177,7 +177,16 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     assert errors["train"] == pytest.approx(own, rel=1e-6)
     for term, value in result["energy_mae_mHa"]["v_ext"].items():
         assert errors["test"][term] == pytest.approx(value, rel=1e-4)
-    assert (tmp_path / "data_split_errors.md").exists()
+    # Scoring another model keeps the rows scored before; scoring one again replaces its rows.
+    split_errors.main(
+        ["--data", str(dataset), "--out", str(tmp_path), "--names", "capped", "--inputs", "density"]
+    )
+    stored = json.loads((tmp_path / "data_split_errors.json").read_text())
+    assert list(stored) == ["capped/v_ext", "capped/density"]
+    for split in ("train", "val", "test"):
+        assert stored["capped/v_ext"][split] == pytest.approx(errors[split], rel=1e-12)
+    table = (tmp_path / "data_split_errors.md").read_text()
+    assert table.count("| capped | v_ext |") == table.count("| capped | density |") == 3
 
 
 def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_path):
