@@ -413,10 +413,13 @@ def _random_symmetry(seed: int):
     return apply
 
 
-def energy_architecture(width: float = 1.0) -> dict:
-    """The energy tile network's layers with ``width`` x the filters and hidden units."""
+def energy_architecture(width: float = 1.0, dense_units=ENERGY_DENSE_UNITS) -> dict:
+    """The energy tile network's layers with ``width`` x the filters and hidden units.
+
+    ``dense_units``: the hidden dense layers after the convolutions (before ``width``).
+    """
     conv = tuple((max(1, round(f * width)), k, s, r) for (f, k, s, r) in ENERGY_CONV_LAYERS)
-    dense = tuple(max(1, round(u * width)) for u in ENERGY_DENSE_UNITS)
+    dense = tuple(max(1, round(u * width)) for u in dense_units)
     return {"conv_layers": conv, "dense_units": dense}
 
 
@@ -441,6 +444,7 @@ def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
     init=None, loss_weights="spread", coarse=None, activation="relu",
+    dense_units=ENERGY_DENSE_UNITS,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -452,7 +456,8 @@ def train_energy_model(
     channel there (:class:`ednn.layers.ChannelCeiling`); with ``density_sqrt`` a
     density-input tile network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way
     the saved model takes the same images as without. ``width`` multiplies the filters and
-    units of every hidden layer (:func:`energy_architecture`), ``activation`` is that of
+    units of every hidden layer (:func:`energy_architecture`), ``dense_units`` are the
+    hidden dense layers after the convolutions, ``activation`` is that of
     every hidden layer (a smooth one such as ``"silu"`` makes the energy a smooth function
     of the image, as the labels are, instead of a piecewise-linear one). A spin-density tile network is
     averaged over the swap of `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the
@@ -499,7 +504,7 @@ def train_energy_model(
             tile_shape,
             n_channels,
             len(TARGETS),
-            **energy_architecture(width),
+            **energy_architecture(width, dense_units),
             activation=activation,
             **options,
         )
@@ -806,6 +811,13 @@ def markdown(result: dict) -> str:
             f"The energy networks' hidden layers use `{result['schedule']['activation']}` "
             "activations (`--activation`), not ReLU."
         )
+    dense = result.get("schedule", {}).get("dense_units", list(ENERGY_DENSE_UNITS))
+    if list(dense) != list(ENERGY_DENSE_UNITS):
+        lines.append(
+            f"The energy networks' hidden dense layers after the convolutions have "
+            f"{', '.join(map(str, dense))} units (`--dense-units`; default "
+            f"{', '.join(map(str, ENERGY_DENSE_UNITS))})."
+        )
     if result.get("schedule", {}).get("width", 1.0) != 1.0:
         lines.append(
             f"The energy networks are {result['schedule']['width']:g}x as wide (filters and "
@@ -955,6 +967,15 @@ def main(argv: list[str] | None = None) -> dict:
         "layer (default 1: convolutions of 32, 32, 32, 64, 64 filters, 128 dense units)",
     )
     parser.add_argument(
+        "--dense-units",
+        type=int,
+        nargs="+",
+        default=list(ENERGY_DENSE_UNITS),
+        metavar="U",
+        help="the energy networks' hidden dense layers after the convolutions (default "
+        "128: one layer), e.g. 512 or 256 256 for a larger head; --width scales them too",
+    )
+    parser.add_argument(
         "--activation",
         choices=ACTIVATIONS,
         default="relu",
@@ -1080,6 +1101,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.density_sqrt = schedule.get("density_sqrt", False)
         args.width = schedule.get("width", 1.0)
         args.activation = schedule.get("activation", "relu")
+        args.dense_units = schedule.get("dense_units", list(ENERGY_DENSE_UNITS))
         args.loss_weights = schedule.get("loss_weights", "spread")
         args.coarse = schedule.get("coarse")
         args.average_symmetries = schedule.get("average_symmetries", False)
@@ -1093,6 +1115,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not (np.isfinite(args.width) and args.width > 0):
         parser.error(f"--width must be a positive number. Received: {args.width}")
+    if any(u < 1 for u in args.dense_units):
+        parser.error(f"--dense-units must be positive integers. Received: {args.dense_units}")
     if args.coarse is not None:
         (pool, context) = args.coarse
         if pool < 2 or args.focus % pool or context < 0:
@@ -1174,6 +1198,7 @@ def main(argv: list[str] | None = None) -> dict:
             "density_sqrt": args.density_sqrt,
             "width": args.width,
             "activation": args.activation,
+            "dense_units": list(args.dense_units),
             "average_symmetries": args.average_symmetries,
             "loss_weights": args.loss_weights,
             "coarse": args.coarse,
@@ -1249,6 +1274,7 @@ def main(argv: list[str] | None = None) -> dict:
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
                 density_sqrt=args.density_sqrt, width=args.width,
                 loss_weights=args.loss_weights, coarse=args.coarse, activation=args.activation,
+                dense_units=tuple(args.dense_units),
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))

@@ -126,6 +126,7 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "capped",
                  "--epochs", "1", "--minutes", "5", "--v-ceiling", "5", "--density-sqrt",
                  "--train-fraction", "0.5", "--width", "0.5", "--activation", "silu",
+                 "--dense-units", "256", "64",
                  "--only", "v_ext", "density"]  # fmt: skip
     result = script.main(arguments)
     assert result["schedule"]["v_ceiling_Ha"] == 5.0
@@ -143,7 +144,8 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     # --width 0.5: half the filters and units of every hidden layer.
     hidden = [layer for layer in model.tile_network.layers[-1].layers if layer.name != "output"]
     widths = [getattr(layer, "filters", getattr(layer, "units", None)) for layer in hidden]
-    assert [w for w in widths if w is not None] == [16, 16, 16, 32, 32, 64]
+    # --dense-units 256 64 (halved too): two hidden dense layers.
+    assert [w for w in widths if w is not None] == [16, 16, 16, 32, 32, 128, 32]
     # --activation silu: every hidden layer of the saved network, the output stays linear.
     activations = [layer.activation.__name__ for layer in hidden if hasattr(layer, "activation")]
     assert activations and set(activations) == {"silu"}
@@ -154,6 +156,7 @@ def test_a_potential_ceiling_is_part_of_the_saved_model(script, dataset, tmp_pat
     table = (tmp_path / "capped_train_models.md").read_text()
     assert "caps the potential at 5 Ha" in table and "also see √n" in table
     assert "0.5x as wide" in table and "`silu` activations" in table
+    assert "hidden dense layers after the convolutions have 256, 64 units" in table
     # split_errors.py scores the saved model on every split; its test row is the script's.
     spec = importlib.util.spec_from_file_location(
         "split_errors", SCRIPT.with_name("split_errors.py")
@@ -234,6 +237,7 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--coarse", "3", "8"], "POOL >= 2 dividing --focus"),
         (["--coarse", "1", "8"], "POOL >= 2 dividing --focus"),
         (["--activation", "tanh"], "invalid choice: 'tanh'"),
+        (["--dense-units", "0"], "--dense-units must be positive integers"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
