@@ -457,11 +457,11 @@ def train_energy_model(
     density-input tile network also sees `√n` (:class:`ednn.layers.AppendSqrt`). Either way
     the saved model takes the same images as without. ``width`` multiplies the filters and
     units of every hidden layer (:func:`energy_architecture`), ``dense_units`` are the
-    hidden dense layers after the convolutions, ``activation`` is that of
-    every hidden layer (a smooth one such as ``"silu"`` makes the energy a smooth function
-    of the image, as the labels are, instead of a piecewise-linear one). A spin-density tile network is
-    averaged over the swap of `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the
-    model gives the same energies for both, as the solver does. ``init``: the path of a
+    hidden dense layers after the convolutions, ``activation`` is that of every hidden layer
+    (a smooth one such as ``"silu"`` makes the energy a smooth function of the image, as the
+    labels are, instead of a piecewise-linear one; it fitted worse at equal steps, see
+    docs/ks2d.md, session 22). A spin-density tile network is averaged over the swap of
+    `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the model gives the same energies for both, as the solver does. ``init``: the path of a
     saved energy model of the same architecture whose weights training starts from (a new
     schedule for a finished model) instead of random ones. ``loss_weights``: ``"spread"``
     weighs each term's error by its training spread (the residual standard deviation: every
@@ -980,7 +980,8 @@ def main(argv: list[str] | None = None) -> dict:
         choices=ACTIVATIONS,
         default="relu",
         help="activation of the energy networks' hidden layers (default relu, the original "
-        "EDNN's; silu, gelu and softplus are smooth, like the energies they fit)",
+        "EDNN's; silu, gelu and softplus are smooth, like the energies they fit, but silu "
+        "fitted 1.8x worse at equal steps: docs/ks2d.md, session 22)",
     )
     parser.add_argument(
         "--coarse",
