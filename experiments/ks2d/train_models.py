@@ -461,9 +461,10 @@ def train_energy_model(
     (a smooth one such as ``"silu"`` makes the energy a smooth function of the image, as the
     labels are, instead of a piecewise-linear one; it fitted worse at equal steps, see
     docs/ks2d.md, session 22). A spin-density tile network is averaged over the swap of
-    `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the model gives the same energies for both, as the solver does. ``init``: the path of a
-    saved energy model of the same architecture whose weights training starts from (a new
-    schedule for a finished model) instead of random ones. ``loss_weights``: ``"spread"``
+    `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the model gives the same
+    energies for both, as the solver does. ``init``: the path of a saved energy model of
+    the same architecture whose weights training starts from (a new schedule for a
+    finished model) instead of random ones. ``loss_weights``: ``"spread"``
     weighs each term's error by its training spread (the residual standard deviation: every
     term counts alike relative to its spread), ``"uniform"`` weighs them alike in Hartree,
     as chemical accuracy counts them (:func:`loss_weights_for`). ``coarse=(pool, context)``
