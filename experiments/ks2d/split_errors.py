@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
     # The rows of runs scored before stay; a run scored again replaces its rows.
     stored_path = args.out / f"{stem}.json"
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
-    table = markdown({**stored, **result})
+    rows = {**stored, **result}
+    table = markdown(rows)
     print(table)
-    atomic_write_text(stored_path, json.dumps({**stored, **result}, indent=1) + "\n")
+    atomic_write_text(stored_path, json.dumps(rows, indent=1) + "\n")
     atomic_write_text(args.out / f"{stem}.md", table)
     return result
 
