@@ -61,6 +61,7 @@ from ednn._io import atomic_savefig, atomic_write_text
 from ednn.checkpoint import save_model_atomic
 from ednn.count_baseline import CountBaseline, count_reference
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
+from ednn.head_growth import grown_head_weights
 from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
 from ednn.ks2d.grid import Grid
@@ -444,7 +445,7 @@ def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
     init=None, loss_weights="spread", coarse=None, activation="relu",
-    dense_units=ENERGY_DENSE_UNITS,
+    dense_units=ENERGY_DENSE_UNITS, grow_head=False,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -464,7 +465,9 @@ def train_energy_model(
     `n↑` and `n↓` (:func:`ednn.model.channel_symmetric`), so the model gives the same
     energies for both, as the solver does. ``init``: the path of a saved energy model of
     the same architecture whose weights training starts from (a new schedule for a
-    finished model) instead of random ones. ``loss_weights``: ``"spread"``
+    finished model) instead of random ones; with ``grow_head`` that model's dense head may be
+    smaller than ``dense_units`` and is grown into it without changing its outputs
+    (:func:`ednn.head_growth.grown_head_weights`). ``loss_weights``: ``"spread"``
     weighs each term's error by its training spread (the residual standard deviation: every
     term counts alike relative to its spread), ``"uniform"`` weighs them alike in Hartree,
     as chemical accuracy counts them (:func:`loss_weights_for`). ``coarse=(pool, context)``
@@ -563,7 +566,7 @@ def train_energy_model(
             name=f"{model.name}_count_baseline",
         )  # fmt: skip
     if init is not None:
-        load_initial_weights(model, init)
+        load_initial_weights(model, init, grow_head=grow_head)
     loss = WeightedMAE(loss_weights_for(std, loss_weights))
     model.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
     (epochs, finished) = schedule.fit(
@@ -721,18 +724,25 @@ def energy_filename(model_id: str) -> str:
     return f"ednn_energies_from_{input_key(model_id)}.keras"
 
 
-def load_initial_weights(model: keras.Model, path: Path) -> None:
+def load_initial_weights(model: keras.Model, path: Path, grow_head: bool = False) -> None:
     """Sets ``model``'s weights to those of the energy model saved at ``path``.
 
     The saved model may be averaged over the grid's symmetries or hold a reference per
     electron count (neither has weights of its own); its network must have the same layers
-    and weight shapes as ``model``'s, or a ``ValueError`` says what differs.
+    and weight shapes as ``model``'s, or a ``ValueError`` says what differs. With
+    ``grow_head`` its dense head may be narrower or shallower than ``model``'s: it is grown
+    into ``model``'s without changing the outputs (:func:`ednn.head_growth.grown_head_weights`;
+    ReLU networks).
     """
     saved = keras.saving.load_model(path, compile=False)
     while isinstance(saved, SymmetryAverage):
         saved = saved.model
     (new, old) = (model.get_weights(), saved.get_weights())
     shapes = ([w.shape for w in new], [w.shape for w in old])
+    if shapes[0] != shapes[1] and grow_head:
+        paths = ([w.path for w in saved.weights], [w.path for w in model.weights])
+        model.set_weights(grown_head_weights(paths[0], old, paths[1], new))
+        return
     if shapes[0] != shapes[1]:
         raise ValueError(
             f"--init-from: the network saved at {path} has other weights than this run's "
@@ -789,6 +799,12 @@ def markdown(result: dict) -> str:
     if result.get("init_from"):
         lines.append(
             f"Training started from the weights of the models of run `{result['init_from']}`."
+        )
+    if result.get("grown_from_dense_units"):
+        lines.append(
+            "Their dense head, hidden layers of "
+            f"{', '.join(map(str, result['grown_from_dense_units']))} units, was first grown "
+            "to this run's without changing the outputs (`ednn.head_growth`)."
         )
     if result.get("schedule", {}).get("average_symmetries"):
         lines.append(
@@ -1130,6 +1146,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(
             f"--v-ceiling must be a positive number of Hartree. Received: {args.v_ceiling}"
         )
+    grown_from = stored.get("grown_from_dense_units") if args.rescore else None
     if args.init_from is not None and not args.rescore:
         missing = [
             str(p)
@@ -1142,12 +1159,23 @@ def main(argv: list[str] | None = None) -> dict:
         # Same shapes, other function: ReLU weights are not a start for a silu network.
         start = output_path(args.out, args.init_from, "train_models.json")
         if start.exists():
-            used = json.loads(start.read_text()).get("schedule", {}).get("activation", "relu")
+            started = json.loads(start.read_text()).get("schedule", {})
+            used = started.get("activation", "relu")
             if used != args.activation:
                 parser.error(
                     f"--init-from {args.init_from}: its networks use {used} activations, "
                     f"this run {args.activation} (pass --activation {used})"
                 )
+            # A smaller dense head is grown into --dense-units, its outputs unchanged.
+            units = list(started.get("dense_units", ENERGY_DENSE_UNITS))
+            if units != list(args.dense_units):
+                grown_from = units
+                if args.activation != "relu" or args.coarse is not None:
+                    parser.error(
+                        f"--init-from {args.init_from} has hidden dense layers "
+                        f"{' '.join(map(str, units))}, this run {' '.join(map(str, args.dense_units))}: "
+                        "a head is grown only for ReLU networks without --coarse"
+                    )
     stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
     if stale and not args.resume:
         parser.error(
@@ -1207,6 +1235,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "train_fraction": args.train_fraction,
         "init_from": args.init_from,
+        "grown_from_dense_units": grown_from,
         "extra_train_sizes": extra_sizes,
         "train_ids": train_ids,
         "energy_mae_mHa": {},
@@ -1276,7 +1305,7 @@ def main(argv: list[str] | None = None) -> dict:
                 baseline=args.baseline, pixel_area=pixel_area, v_ceiling=args.v_ceiling,
                 density_sqrt=args.density_sqrt, width=args.width,
                 loss_weights=args.loss_weights, coarse=args.coarse, activation=args.activation,
-                dense_units=tuple(args.dense_units),
+                dense_units=tuple(args.dense_units), grow_head=grown_from is not None,
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))

@@ -401,6 +401,15 @@ def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path, cap
     with pytest.raises(SystemExit):
         script.main([*base, "--name", "smooth", "--init-from", "first", "--activation", "silu"])
     assert "its networks use relu activations, this run silu" in capsys.readouterr().err
+    # A larger dense head grown from the first run's computes what it did, then trains on.
+    grown = script.main([*base, "--name", "grown", "--init-from", "first", "--lr", "1e-12",
+                         "--dense-units", "160", "130"])  # fmt: skip
+    assert grown["grown_from_dense_units"] == [128]
+    for term, mae in again["energy_mae_mHa"]["v_ext"].items():
+        assert grown["energy_mae_mHa"]["v_ext"][term] == pytest.approx(mae, rel=1e-4, abs=1e-6)
+    assert "of 128 units, was first grown" in (tmp_path / "grown_train_models.md").read_text()
+    with pytest.raises(ValueError, match="at least as wide"):
+        script.main([*base, "--name", "narrow", "--init-from", "first", "--dense-units", "64"])
 
 
 def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
