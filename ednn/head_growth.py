@@ -53,6 +53,24 @@ def head_units(paths: Sequence[str], arrays: Sequence[np.ndarray]) -> list[int]:
     ]
 
 
+def check_head_growth(units_old: Sequence[int], units_new: Sequence[int]) -> None:
+    """Raises a ``ValueError`` unless hidden dense layers ``units_old`` can grow into ``units_new``.
+
+    Each layer of ``units_new`` must be at least as wide as that of ``units_old`` at its
+    depth, and each added layer at least as wide as the last of ``units_old``.
+    """
+    (units_old, units_new) = (list(units_old), list(units_new))
+    padded = units_old + [units_old[-1]] * len(units_new)
+    if len(units_new) < len(units_old) or any(
+        n < o for (n, o) in zip(units_new, padded, strict=False)
+    ):
+        raise ValueError(
+            "Each hidden dense layer of the grown head must be at least as wide as the "
+            "trained one at its depth, and each added layer at least as wide as the trained "
+            f"last one ({units_old[-1]}). Received: trained {units_old}, grown {units_new}"
+        )
+
+
 def _is_hidden(path: str) -> bool:
     return path.endswith("/kernel") and _head_index(path) != 1 << 30
 
@@ -97,15 +115,7 @@ def grown_head_weights(
         )
     units_old = head_units(old_paths, old)
     units_new = head_units(new_paths, new)
-    if len(units_new) < len(units_old) or any(
-        n < o
-        for (n, o) in zip(units_new, units_old + [units_old[-1]] * len(units_new), strict=False)
-    ):
-        raise ValueError(
-            "Each hidden dense layer of the grown head must be at least as wide as the "
-            "trained one at its depth, and each added layer at least as wide as the trained "
-            f"last one ({units_old[-1]}). Received: trained {units_old}, grown {units_new}"
-        )
+    check_head_growth(units_old, units_new)
     grown = [np.array(a) for a in old[:i_old]]
     head_old = list(old[i_old:])
     head_new = [np.array(a, copy=True) for a in new[i_new:]]

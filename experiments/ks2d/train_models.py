@@ -61,7 +61,7 @@ from ednn._io import atomic_savefig, atomic_write_text
 from ednn.checkpoint import save_model_atomic
 from ednn.count_baseline import CountBaseline, count_reference
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
-from ednn.head_growth import grown_head_weights
+from ednn.head_growth import check_head_growth, grown_head_weights
 from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
 from ednn.ks2d.grid import Grid
@@ -1030,7 +1030,9 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         metavar="NAME",
         help="start each energy model from the weights of the same model of run NAME in "
-        "--out (same architecture), e.g. a second cosine schedule for a finished run",
+        "--out (same architecture), e.g. a second cosine schedule for a finished run; with "
+        "larger --dense-units than NAME's, its dense head is first grown into them without "
+        "changing its outputs (ReLU only)",
     )
     parser.add_argument(
         "--train-fraction",
@@ -1176,6 +1178,10 @@ def main(argv: list[str] | None = None) -> dict:
                         f"{' '.join(map(str, units))}, this run {' '.join(map(str, args.dense_units))}: "
                         "a head is grown only for ReLU networks without --coarse"
                     )
+                try:
+                    check_head_growth(units, args.dense_units)
+                except ValueError as error:
+                    parser.error(f"--init-from {args.init_from} --dense-units: {error}")
     stale = [str(checkpoints(m)) for m in args.only if checkpoints(m).exists()]
     if stale and not args.resume:
         parser.error(

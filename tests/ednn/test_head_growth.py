@@ -29,7 +29,9 @@ def grow(old, new):
 def test_the_grown_network_computes_what_the_trained_one_did(before, after):
     old = network(before, seed=1)
     # Random biases too, as after training (the initialiser sets them to zero).
-    old.set_weights([w + 0.1 * np.random.default_rng(2).normal(size=w.shape) for w in old.get_weights()])
+    old.set_weights(
+        [w + 0.1 * np.random.default_rng(2).normal(size=w.shape) for w in old.get_weights()]
+    )
     new = grow(old, network(after, seed=3))
     tiles = np.random.default_rng(4).normal(size=(32, 12, 12, 2)).astype("float32")
     expected = old.predict(tiles, verbose=0)

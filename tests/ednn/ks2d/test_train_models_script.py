@@ -408,8 +408,9 @@ def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path, cap
     for term, mae in again["energy_mae_mHa"]["v_ext"].items():
         assert grown["energy_mae_mHa"]["v_ext"][term] == pytest.approx(mae, rel=1e-4, abs=1e-6)
     assert "of 128 units, was first grown" in (tmp_path / "grown_train_models.md").read_text()
-    with pytest.raises(ValueError, match="at least as wide"):
+    with pytest.raises(SystemExit):
         script.main([*base, "--name", "narrow", "--init-from", "first", "--dense-units", "64"])
+    assert "at least as wide as the trained one" in capsys.readouterr().err
 
 
 def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
