@@ -61,6 +61,7 @@ from ednn._io import atomic_savefig, atomic_write_text
 from ednn.checkpoint import save_model_atomic
 from ednn.count_baseline import CountBaseline, count_reference
 from ednn.dcign import DensityDCIGN, IntegratedDensityError, density_errors
+from ednn.density_gradient import DensityGradientFit, density_error, density_from_energy
 from ednn.head_growth import check_head_growth, grown_head_weights
 from ednn.ks2d.energies import density_energies
 from ednn.ks2d.generate import load_dataset, split_ids
@@ -445,7 +446,7 @@ def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
     init=None, loss_weights="spread", coarse=None, activation="relu",
-    dense_units=ENERGY_DENSE_UNITS, grow_head=False,
+    dense_units=ENERGY_DENSE_UNITS, grow_head=False, density_gradient=None,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -475,7 +476,10 @@ def train_energy_model(
     (the same focus regions) and ``context`` coarse pixels on each side, its outputs added
     to the first's (:class:`ednn.multiscale.MultiScaleEDNN`): a wide view at low
     resolution beside the narrow one at full resolution. It starts at zero (zero output
-    weights), so the model starts as the single-scale one.
+    weights), so the model starts as the single-scale one. ``density_gradient`` (potential
+    input only): the weight of a second loss term, the error ``∫ |∂E_total/∂v / ΔA - n| / N``
+    of the density the model's E_total implies by the Hellmann–Feynman theorem
+    (:class:`ednn.density_gradient.DensityGradientFit`; ``pixel_area`` needed).
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -568,9 +572,19 @@ def train_energy_model(
     if init is not None:
         load_initial_weights(model, init, grow_head=grow_head)
     loss = WeightedMAE(loss_weights_for(std, loss_weights))
-    model.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
+    (fitted, targets, validation) = (model, y_train, (x_val, y_val))
+    if density_gradient is not None:
+        fitted = DensityGradientFit(
+            model, TARGETS.index("e_total"), pixel_area, scale, weight=density_gradient,
+            name=f"{model.name}_density_gradient",
+        )  # fmt: skip
+        (n_train, n_val) = (
+            splits[s]["density"][..., None].astype("float32") for s in ("train", "val")
+        )
+        (targets, validation) = ((y_train, n_train), (x_val, (y_val, n_val)))
+    fitted.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
     (epochs, finished) = schedule.fit(
-        model, x_train, y_train, validation_data=(x_val, y_val), checkpoints=checkpoints
+        fitted, x_train, targets, validation_data=validation, checkpoints=checkpoints
     )
     predicted = np.asarray(model.predict(x_test, batch_size=32, verbose=0), np.float64)
     return model, predicted, epochs, finished
@@ -685,8 +699,10 @@ def keep_stored_rows(result: dict, stored: dict, trained) -> list[str]:
     for model_id in stored.get("energy_mae_mHa", {}):
         if model_id in result["energy_mae_mHa"] or model_id in trained:
             continue
-        for field in ("energy_mae_mHa", "energy_mae_by_count_mHa", "epochs", "tiles", "labels"):
+        fields = ("energy_mae_mHa", "energy_mae_by_count_mHa", "epochs", "tiles", "labels")
+        for field in (*fields, "energy_gradient_density"):
             if model_id in stored.get(field, {}):
+                result.setdefault(field, {})
                 result[field][model_id] = stored[field][model_id]
         if model_id == "transfer":
             result["transfer"] = stored["transfer"]
@@ -722,6 +738,25 @@ def energy_filename(model_id: str) -> str:
     if model_id == "transfer":
         return "ednn_energies_from_density_transfer.keras"
     return f"ednn_energies_from_{input_key(model_id)}.keras"
+
+
+def gradient_density_error(model: keras.Model, split: dict, pixel_area: float) -> dict:
+    """How far the density ``∂E_total/∂v / ΔA`` of a potential model is from the true one.
+
+    Hellmann–Feynman: the exact E_total's derivative in the potential is the density
+    (:mod:`ednn.density_gradient`). Returns the mean and largest ``∫ |Δn| / N`` over
+    ``split`` and the mean absolute error of that density's electron count.
+    """
+    fitted = density_from_energy(
+        model, image(split, "v_ext", V_SCALE), TARGETS.index("e_total"), pixel_area, V_SCALE
+    )
+    errors = np.asarray(density_error(fitted, split["density"]), np.float64)
+    count_error = fitted.sum(axis=(1, 2)) * pixel_area - split["n_electrons"]
+    return {
+        "integrated": float(errors.mean()),
+        "integrated_max": float(errors.max()),
+        "count_mae": float(np.abs(count_error).mean()),
+    }
 
 
 def load_initial_weights(model: keras.Model, path: Path, grow_head: bool = False) -> None:
@@ -883,6 +918,23 @@ def markdown(result: dict) -> str:
             f"`{transfer['targets']}` for the same sample ids; {paired} pairs "
             f"(train/val/test), {v_check}.",
         ]
+    gradient = result.get("energy_gradient_density", {}).get("v_ext")
+    if gradient:
+        lines += [
+            "",
+            "The density that the potential model's E_total implies, `∂E/∂v / ΔA` "
+            "(Hellmann–Feynman: the exact one's is the ground-state density; "
+            f"`ednn.density_gradient`), misses the true density by ∫|Δn| / N = "
+            f"{100 * gradient['integrated']:.1f} % on the test split (at most "
+            f"{100 * gradient['integrated_max']:.1f} %), its electron count by "
+            f"{gradient['count_mae']:.2f} on average.",
+        ]
+    weight = result.get("schedule", {}).get("density_gradient")
+    if weight:
+        lines.append(
+            "The potential model was trained on that density too, with weight "
+            f"{weight:g} on its error beside the energy loss (`--density-gradient {weight:g}`)."
+        )
     by_count = result.get("energy_mae_by_count_mHa")
     if by_count:
         counts = sorted({int(n) for rows in by_count.values() for n in rows})
@@ -991,6 +1043,15 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="U",
         help="the energy networks' hidden dense layers after the convolutions (default "
         "128: one layer), e.g. 512 or 256 256 for a larger head; --width scales them too",
+    )
+    parser.add_argument(
+        "--density-gradient",
+        type=float,
+        default=None,
+        metavar="WEIGHT",
+        help="train the potential model also on the density its E_total implies, "
+        "∂E/∂v (Hellmann–Feynman), against the true density, with this weight on the error "
+        "∫|Δn|/N beside the energy loss (ednn.density_gradient; ~2.5x the time per epoch)",
     )
     parser.add_argument(
         "--activation",
@@ -1123,6 +1184,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.activation = schedule.get("activation", "relu")
         args.dense_units = schedule.get("dense_units", list(ENERGY_DENSE_UNITS))
         args.loss_weights = schedule.get("loss_weights", "spread")
+        args.density_gradient = schedule.get("density_gradient")
         args.coarse = schedule.get("coarse")
         args.average_symmetries = schedule.get("average_symmetries", False)
         args.train_fraction = stored.get("train_fraction")
@@ -1137,6 +1199,16 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--width must be a positive number. Received: {args.width}")
     if any(u < 1 for u in args.dense_units):
         parser.error(f"--dense-units must be positive integers. Received: {args.dense_units}")
+    if args.density_gradient is not None:
+        if not (np.isfinite(args.density_gradient) and args.density_gradient > 0):
+            parser.error(
+                f"--density-gradient must be a positive weight. Received: {args.density_gradient}"
+            )
+        if set(args.only) & {"density", "spin_density", "transfer"}:
+            parser.error(
+                "--density-gradient trains the potential model (its ∂E/∂v is the density): "
+                f"pass --only v_ext. Received: --only {' '.join(args.only)}"
+            )
     if args.coarse is not None:
         (pool, context) = args.coarse
         if pool < 2 or args.focus % pool or context < 0:
@@ -1238,6 +1310,7 @@ def main(argv: list[str] | None = None) -> dict:
             "average_symmetries": args.average_symmetries,
             "loss_weights": args.loss_weights,
             "coarse": args.coarse,
+            "density_gradient": args.density_gradient,
         },
         "train_fraction": args.train_fraction,
         "init_from": args.init_from,
@@ -1254,6 +1327,7 @@ def main(argv: list[str] | None = None) -> dict:
             for i, t in enumerate(TARGETS)
         },
         "count_baseline_mae_mHa": count_baseline_mae(splits["train"], test),
+        "energy_gradient_density": {},
     }
     previous_path = output_path(args.out, args.name, "train_models.json")
 
@@ -1312,6 +1386,7 @@ def main(argv: list[str] | None = None) -> dict:
                 density_sqrt=args.density_sqrt, width=args.width,
                 loss_weights=args.loss_weights, coarse=args.coarse, activation=args.activation,
                 dense_units=tuple(args.dense_units), grow_head=grown_from is not None,
+                density_gradient=args.density_gradient if model_id == "v_ext" else None,
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))
@@ -1341,6 +1416,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
         result["epochs"][model_id] = epochs
         result["tiles"][model_id] = tiles(model)
+        if key == "v_ext":
+            result["energy_gradient_density"][model_id] = gradient_density_error(
+                model, data["test"], pixel_area
+            )
         label = result["labels"][model_id]
         parity_rows[label] = (true, predicted, data["test"]["n_electrons"])
         print(f"{model_id}: {epochs} epochs, {time.perf_counter() - start:.0f} s", flush=True)

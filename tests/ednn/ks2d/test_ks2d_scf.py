@@ -132,3 +132,18 @@ def test_the_potential_above_20_hartree_does_not_change_the_energies():
     )
     for term in ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total"):
         assert getattr(capped, term) == pytest.approx(getattr(full, term), abs=1e-6), term
+
+
+@pytest.mark.parametrize("functional", ["lda", "hybrid"])
+def test_energy_derivative_in_the_potential_is_the_density(sho, functional):
+    # Hellmann–Feynman: the SCF energy is stationary in the density, so
+    # dE/dε of E[v + ε δv] is ∫ δv n (what ``--density-gradient`` trains energy models on).
+    grid, v_ext = sho
+    (x, y) = grid.coordinates()
+    bump = np.exp(-((x - 1.5) ** 2 + (y + 0.5) ** 2) / 4.0)
+    (eps, tol) = (1e-3, {"energy_tol": 1e-10, "density_tol": 1e-7, "residual_tol": 1e-7})
+    (plus, minus, centre) = (
+        solve(v_ext + s * eps * bump, 6, grid, functional, **tol) for s in (1, -1, 0)
+    )
+    derivative = (plus.e_total - minus.e_total) / (2 * eps)
+    assert derivative == pytest.approx(grid.integrate(bump * centre.density), rel=1e-5)

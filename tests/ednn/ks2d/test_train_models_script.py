@@ -413,6 +413,32 @@ def test_init_from_starts_training_at_a_saved_run(script, dataset, tmp_path, cap
     assert "at least as wide as the trained one" in capsys.readouterr().err
 
 
+def test_density_gradient_trains_the_potential_model_on_its_density(
+    script, dataset, tmp_path, capsys
+):
+    base = ["--data", str(dataset), "--out", str(tmp_path), "--epochs", "40", "--minutes", "5",
+            "--only", "v_ext", "--baseline", "count", "--lr", "3e-3"]  # fmt: skip
+    plain = script.main([*base, "--name", "plain"])
+    taught = script.main([*base, "--name", "taught", "--density-gradient", "100"])
+    assert taught["schedule"]["density_gradient"] == 100.0
+    (before, after) = (r["energy_gradient_density"]["v_ext"] for r in (plain, taught))
+    # Without it the energy's derivative is no density; with it, it nears the true one.
+    assert before["integrated"] > 0.5 and after["integrated"] < 0.5 * before["integrated"]
+    text = (tmp_path / "taught_train_models.md").read_text()
+    assert "trained on that density too, with weight 100 on its error" in text
+    assert "misses the true density by ∫|Δn| / N = " in text
+    rescored = script.main(
+        ["--data", str(dataset), "--out", str(tmp_path), "--name", "taught", "--rescore"]
+    )
+    assert rescored["energy_gradient_density"] == taught["energy_gradient_density"]
+    for bad in (["--density-gradient", "0"], ["--density-gradient", "1", "--only", "density"]):
+        with pytest.raises(SystemExit):
+            script.main([*base, "--name", "bad", *bad])
+    err = capsys.readouterr().err
+    assert "--density-gradient must be a positive weight" in err
+    assert "pass --only v_ext. Received: --only density" in err
+
+
 def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
     spec = importlib.util.spec_from_file_location("summary", SCRIPT.with_name("summary.py"))
     summary = importlib.util.module_from_spec(spec)
