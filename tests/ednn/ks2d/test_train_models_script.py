@@ -431,6 +431,23 @@ def test_density_gradient_trains_the_potential_model_on_its_density(
         ["--data", str(dataset), "--out", str(tmp_path), "--name", "taught", "--rescore"]
     )
     assert rescored["energy_gradient_density"] == taught["energy_gradient_density"]
+    # hellmann_feynman.py reports the same error, per block size, and fine-tunes a copy.
+    spec = importlib.util.spec_from_file_location("hf", SCRIPT.with_name("hellmann_feynman.py"))
+    hf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hf)
+    probe = ["--data", str(dataset), "--out", str(tmp_path), "--names", "taught", "plain"]
+    report = hf.main([*probe, "--finetune", "1", "1e-3", "1", "--label", "probe"])
+    for name, stored in (("taught", after), ("plain", before)):
+        by_block = report["models"][name]["integrated_by_block"]
+        assert list(by_block) == ["1", "2", "4", "8", "16", "32"]
+        assert by_block["1"] == pytest.approx(stored["integrated"], rel=1e-4)
+    rows = report["finetune"]["rows"]
+    assert [row["steps"] for row in rows] == [0, 1]
+    assert rows[0]["density_error"] == pytest.approx(after["integrated"], rel=1e-4)
+    assert (tmp_path / "taught_hellmann_feynman_probe.md").exists()
+    with pytest.raises(SystemExit):
+        hf.main([*probe, "--finetune", "1", "1e-3", "1000"])
+    assert "steps of 16 need more than the" in capsys.readouterr().err
     for bad in (["--density-gradient", "0"], ["--density-gradient", "1", "--only", "density"]):
         with pytest.raises(SystemExit):
             script.main([*base, "--name", "bad", *bad])
