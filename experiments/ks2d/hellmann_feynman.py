@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -65,22 +66,56 @@ def implied(model, split: dict, pixel_area: float) -> dict:
     }
 
 
-def finetune(path: Path, splits: dict, pixel_area: float, weight, lr, steps, seed=0) -> list:
-    keras.utils.set_random_seed(seed)
+def _trainable(path: Path, pixel_area: float, weight: float | None, lr: float):
+    """The saved model's network (no symmetry average), compiled to train with or without
+    the density term (``weight`` None)."""
     saved = keras.saving.load_model(path, compile=False)
     # The symmetry average is for evaluation; training sees the network it averages.
     model = getattr(saved, "model", saved)
-    fit = DensityGradientFit(model, E_TOTAL, pixel_area, tm.V_SCALE, weight=weight)
     inner = model
     while not hasattr(inner, "energy_scale"):  # the EDNN inside the count reference
         inner = inner.model
-    std = np.asarray(inner.energy_scale, np.float64)
-    fit.compile(optimizer=keras.optimizers.Adam(lr), loss=WeightedMAE(1.0 / std))
-    (train, test) = (splits["train"], splits["test"])
-    order = np.random.default_rng(seed).permutation(len(train["id"]))[: 16 * steps]
+    loss = WeightedMAE(1.0 / np.asarray(inner.energy_scale, np.float64))
+    fit = model
+    if weight is not None:
+        fit = DensityGradientFit(model, E_TOTAL, pixel_area, tm.V_SCALE, weight=weight)
+    fit.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+    return model, fit
+
+
+def _training_subset(train: dict, samples: int, seed: int) -> tuple:
+    order = np.random.default_rng(seed).permutation(len(train["id"]))[:samples]
     subset = {k: v[order] for k, v in train.items()}
-    (x, y) = (tm.image(subset, "v_ext", tm.V_SCALE), tm.energies(subset))
     density = subset["density"][..., None].astype("float32")
+    return tm.image(subset, "v_ext", tm.V_SCALE), tm.energies(subset), density
+
+
+def step_seconds(path: Path, train: dict, pixel_area: float, steps: int, seed=0) -> dict:
+    """Seconds per training step of 16 samples without and with the density term.
+
+    Both on the same batches in this process, after one untimed warm-up pass each (which
+    traces the step), timed alternately three times; the medians are kept.
+    """
+    (x, y, density) = _training_subset(train, 16 * steps, seed)
+    (_, plain) = _trainable(path, pixel_area, None, 1e-12)
+    (_, taught) = _trainable(path, pixel_area, 1.0, 1e-12)
+    runs = {"energy_only": (plain, y), "with_density": (taught, (y, density))}
+    times = {key: [] for key in runs}
+    for repeat in range(4):
+        for key, (fit, targets) in runs.items():
+            start = time.perf_counter()
+            fit.fit(x, targets, batch_size=16, epochs=1, verbose=0, shuffle=False)
+            if repeat:
+                times[key].append((time.perf_counter() - start) / steps)
+    seconds = {key: float(np.median(values)) for key, values in times.items()}
+    return {**seconds, "ratio": seconds["with_density"] / seconds["energy_only"], "steps": steps}
+
+
+def finetune(path: Path, splits: dict, pixel_area: float, weight, lr, steps, seed=0) -> list:
+    keras.utils.set_random_seed(seed)
+    (model, fit) = _trainable(path, pixel_area, weight, lr)
+    (train, test) = (splits["train"], splits["test"])
+    (x, y, density) = _training_subset(train, 16 * steps, seed)
     (x_test, y_test) = (tm.image(test, "v_ext", tm.V_SCALE), tm.energies(test).astype(np.float64))
     rows = []
     chunk = max(1, steps // 4)
@@ -114,6 +149,14 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {name} | {cells} | {row['count_mean']:.2f} | {row['true_count_mean']:.2f} |"
         )
+    timing = result.get("step_seconds")
+    if timing:
+        lines += [
+            "",
+            f"A training step of 16 samples: {timing['energy_only']:.3f} s on the energies, "
+            f"{timing['with_density']:.3f} s with the density term ({timing['ratio']:.2f}x; "
+            f"medians of 3 passes over {timing['steps']} steps, alternated, in one process).",
+        ]
     tune = result.get("finetune")
     if tune:
         lines += [
@@ -139,6 +182,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--finetune", nargs=3, type=float, default=None, metavar=("WEIGHT", "LR", "STEPS")
     )
     parser.add_argument(
+        "--time-steps",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="also time STEPS training steps of the first model without and with the density "
+        "term, side by side (seconds per step and their ratio)",
+    )
+    parser.add_argument(
         "--label", default=None, help="suffix of the output files, to keep several probes"
     )
     args = parser.parse_args(argv)
@@ -154,11 +205,14 @@ def main(argv: list[str] | None = None) -> dict:
                 f"Received: {args.finetune}"
             )
     (splits, _, pixel_area) = tm.load_splits(args.data)
-    if args.finetune is not None and 16 * int(args.finetune[2]) > len(splits["train"]["id"]):
-        parser.error(
-            f"--finetune: {int(args.finetune[2])} steps of 16 need more than the "
-            f"{len(splits['train']['id'])} training samples of {args.data}"
-        )
+    for option, steps in (("--finetune", args.finetune and args.finetune[2]),
+                          ("--time-steps", args.time_steps)):  # fmt: skip
+        if steps is not None and not 1 <= 16 * int(steps) <= len(splits["train"]["id"]):
+            parser.error(
+                f"{option}: {int(steps)} steps of 16 need 1 to "
+                f"{len(splits['train']['id']) // 16} steps (the {len(splits['train']['id'])} "
+                f"training samples of {args.data})"
+            )
     result = {"data": str(args.data), "models": {}}
     for name, path in paths.items():
         model = keras.saving.load_model(path, compile=False)
@@ -170,6 +224,12 @@ def main(argv: list[str] | None = None) -> dict:
         rows = finetune(paths[first], splits, pixel_area, weight, lr, int(steps))
         result["finetune"] = {"model": first, "weight": weight, "lr": lr, "rows": rows}
     suffix = f"_{args.label}" if args.label else ""
+    if args.time_steps is not None:
+        first = args.names[0]
+        result["step_seconds"] = step_seconds(
+            paths[first], splits["train"], pixel_area, args.time_steps
+        )
+        print(json.dumps(result["step_seconds"]), flush=True)
     stem = args.out / f"{args.names[0]}_hellmann_feynman{suffix}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
     table = markdown(result)

@@ -436,7 +436,11 @@ def test_density_gradient_trains_the_potential_model_on_its_density(
     hf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hf)
     probe = ["--data", str(dataset), "--out", str(tmp_path), "--names", "taught", "plain"]
-    report = hf.main([*probe, "--finetune", "1", "1e-3", "1", "--label", "probe"])
+    report = hf.main(
+        [*probe, "--finetune", "1", "1e-3", "1", "--time-steps", "1", "--label", "probe"]
+    )
+    timing = report["step_seconds"]
+    assert timing["ratio"] == pytest.approx(timing["with_density"] / timing["energy_only"])
     for name, stored in (("taught", after), ("plain", before)):
         by_block = report["models"][name]["integrated_by_block"]
         assert list(by_block) == ["1", "2", "4", "8", "16", "32"]
@@ -447,7 +451,7 @@ def test_density_gradient_trains_the_potential_model_on_its_density(
     assert (tmp_path / "taught_hellmann_feynman_probe.md").exists()
     with pytest.raises(SystemExit):
         hf.main([*probe, "--finetune", "1", "1e-3", "1000"])
-    assert "steps of 16 need more than the" in capsys.readouterr().err
+    assert "--finetune: 1000 steps of 16 need 1 to 1 steps" in capsys.readouterr().err
     for bad in (["--density-gradient", "0"], ["--density-gradient", "1", "--only", "density"]):
         with pytest.raises(SystemExit):
             script.main([*base, "--name", "bad", *bad])
