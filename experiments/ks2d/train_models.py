@@ -1051,7 +1051,7 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="WEIGHT",
         help="train the potential model also on the density its E_total implies, "
         "∂E/∂v (Hellmann–Feynman), against the true density, with this weight on the error "
-        "∫|Δn|/N beside the energy loss (ednn.density_gradient; ~2.5x the time per epoch)",
+        "∫|Δn|/N beside the energy loss (ednn.density_gradient; ~2x the time per step)",
     )
     parser.add_argument(
         "--activation",
