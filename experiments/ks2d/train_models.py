@@ -1154,6 +1154,7 @@ def main(argv: list[str] | None = None) -> dict:
         for m in MODELS
         if (m != "transfer" or args.transfer_targets is not None) and (m != "spin_density" or spin)
     ]
+    only_given = args.only is not None
     if args.rescore:
         if args.only is not None or args.init_from is not None:
             parser.error("--rescore trains nothing: it takes no --only or --init-from")
@@ -1208,6 +1209,7 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(
                 "--density-gradient trains the potential model (its ∂E/∂v is the density): "
                 f"pass --only v_ext. Received: --only {' '.join(args.only)}"
+                + ("" if only_given else " (the default)")
             )
     if args.coarse is not None:
         (pool, context) = args.coarse
