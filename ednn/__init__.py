@@ -33,14 +33,34 @@ def _import_keras_layers() -> None:
         sys.stderr.flush()
         saved = _os.dup(2)
     except (OSError, ValueError, AttributeError):
-        from ednn import count_baseline, dcign, layers, losses, model, multiscale, symmetry
+        from ednn import (
+            count_baseline,
+            dcign,
+            density_gradient,
+            layers,
+            losses,
+            model,
+            multiscale,
+            symmetry,
+            translation,
+        )
 
         return
     with tempfile.TemporaryFile() as sink:
         _os.dup2(sink.fileno(), 2)
         try:
             # Registers the Keras custom objects.
-            from ednn import count_baseline, dcign, layers, losses, model, multiscale, symmetry  # noqa: F401
+            from ednn import (  # noqa: F401
+                count_baseline,
+                dcign,
+                density_gradient,
+                layers,
+                losses,
+                model,
+                multiscale,
+                symmetry,
+                translation,
+            )
         finally:
             _os.dup2(saved, 2)
             _os.close(saved)

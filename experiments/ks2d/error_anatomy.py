@@ -35,6 +35,7 @@ import numpy as np
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn._io import atomic_write_text
 from ednn.symmetry import SymmetryAverage
+from ednn.translation import TranslationAverage
 
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("train_models", HERE / "train_models.py")
@@ -49,6 +50,14 @@ OMEGA_BINS = (0.0, 0.45, 0.6, 0.8, np.inf)
 ANISOTROPY_BINS = (0.0, 0.5, 0.8, 0.95, 1.0 + 1e-9)
 # An occupation this far from empty and full is partly filled (smearing 0.01 Ha).
 PARTIAL = 1e-3
+
+
+def is_averaged(model) -> bool:
+    """Whether a saved model averages over the grid's symmetries (possibly inside a
+    :class:`ednn.translation.TranslationAverage`)."""
+    while isinstance(model, TranslationAverage):
+        model = model.model
+    return isinstance(model, SymmetryAverage)
 
 
 def partly_filled(occupations: np.ndarray) -> np.ndarray:
@@ -170,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not path.exists():
         parser.error(f"no saved model at {path}")
     model = keras.saving.load_model(path, compile=False)
-    if args.average_symmetries and not isinstance(model, SymmetryAverage):
+    averaged = is_averaged(model)
+    if args.average_symmetries and not averaged:
         model = SymmetryAverage(model, mirror_shift=1)
     (splits, _, _) = tm.load_splits(args.data)
     pooled = {k: np.concatenate([splits[s][k] for s in SPLITS]) for k in splits["test"]}
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "data": str(args.data),
         "model": path.name,
-        "average_symmetries": args.average_symmetries or isinstance(model, SymmetryAverage),
+        "average_symmetries": args.average_symmetries or averaged,
         "splits": list(SPLITS),
         "e_total_mae_mHa": float(errors.mean()),
         "terms_mae_mHa": dict(zip(tm.TARGETS, map(float, absolute.mean(axis=0)), strict=True)),

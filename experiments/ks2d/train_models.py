@@ -73,6 +73,7 @@ from ednn.model import build_ednn, channel_symmetric, default_tile_network
 from ednn.multiscale import MultiScaleEDNN
 from ednn.resumable import ResumableFit
 from ednn.symmetry import SymmetryAverage
+from ednn.translation import TranslationAverage, safe_rolls, tile_phases
 
 TARGETS = ("t_s", "e_ext", "e_hartree", "e_x", "e_c", "e_total")
 LABELS = ("T_s", "E_ext", "E_H", "E_x", "E_c", "E_total")
@@ -86,6 +87,9 @@ ACTIVATIONS = ("relu", "silu", "gelu", "softplus")
 # as 4 n, peaks of order one; spin densities (n↑, n↓) of a spin-polarised set likewise.
 V_SCALE = 0.25
 N_SCALE = 4.0
+# A rolled sample must keep its density at most this on the box edges (bohr⁻²): the
+# generator's default max_edge_density, which every stored sample meets unrolled.
+ROLL_EDGE_DENSITY = 1e-6
 SCALES = {"density": N_SCALE, "v_ext": V_SCALE, "spin_densities": N_SCALE}
 MODELS = ("density", "v_ext", "spin_density", "dcign", "transfer")
 DCIGN_FILE = "dcign_density_from_v_ext.keras"
@@ -336,16 +340,21 @@ class Schedule:
     the weights of the best validation loss are kept. ``augment`` applies a random symmetry
     of the square grid (:func:`ednn.ks2d.grid.apply_symmetry`, 8 elements) to every
     training image each time it is drawn; the energies are invariant under them (tested
-    to 1e-9 Ha).
+    to 1e-9 Ha). ``roll`` (pixels) also rolls every training image (and image target) by a
+    random whole-pixel shift of at most that many pixels along each axis each time it is
+    drawn, within the sample's limits that ``fit`` gets (:func:`_random_roll`).
     """
 
-    def __init__(self, minutes, epochs=None, lr=1e-3, batch_size=16, augment=False, seed=0):
+    def __init__(
+        self, minutes, epochs=None, lr=1e-3, batch_size=16, augment=False, seed=0, roll=None
+    ):
         self.minutes = minutes
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
         self.augment = augment
         self.seed = seed
+        self.roll = roll
 
     def optimizer(self, n_train: int) -> keras.optimizers.Optimizer:
         if self.epochs is None:
@@ -355,9 +364,12 @@ class Schedule:
         return keras.optimizers.Adam(decay)
 
     def fit(
-        self, model, x, y, validation_data, checkpoints: Path, callbacks=()
+        self, model, x, y, validation_data, checkpoints: Path, callbacks=(), roll_limits=None
     ) -> tuple[int, bool]:
         """``model.fit`` on ``(x, y)`` (arrays or tuples of arrays) with this schedule.
+
+        ``roll_limits`` (with ``roll``): per sample, the rolls that keep it inside the box,
+        ``(n, 2, 2)`` from :func:`ednn.translation.safe_rolls`.
 
         Continues the checkpoint in ``checkpoints`` if there is one and ends with the weights
         of the best validation loss. Returns ``(epochs done, finished)``: ``finished`` is
@@ -370,9 +382,15 @@ class Schedule:
         if initial:
             print(f"  resuming {checkpoints.name} after epoch {initial}", flush=True)
         if not checkpoint.stopped and initial < target:
-            data = tf.data.Dataset.from_tensor_slices((x, y))
+            if self.roll:
+                limits = np.clip(roll_limits, -self.roll, self.roll).astype("int32")
+                data = tf.data.Dataset.from_tensor_slices((x, y, limits))
+            else:
+                data = tf.data.Dataset.from_tensor_slices((x, y))
             n_train = int(data.cardinality())
             data = data.shuffle(n_train, seed=self.seed + initial, reshuffle_each_iteration=True)
+            if self.roll:
+                data = data.map(_random_roll(self.seed + initial))
             if self.augment:
                 data = data.map(_random_symmetry(self.seed + initial))
             plateau = []
@@ -409,6 +427,33 @@ def _random_symmetry(seed: int):
         bits = rng.uniform([3]) < 0.5
         (x, y) = tf.nest.map_structure(
             lambda t: transform(t, bits) if t.shape.rank == 3 else t, (x, y)
+        )
+        return x, y
+
+    return apply
+
+
+def _random_roll(seed: int):
+    """A ``tf.data`` map ``(x, y, limits) -> (x, y)`` rolling every image of an element alike.
+
+    The roll along each axis is uniform in ``[lo, hi]`` of ``limits`` ``(2, 2)``
+    (:func:`ednn.translation.safe_rolls`); the rank-3 tensors ``(n, n, channels)`` (input
+    images, density targets) are rolled, scalars and energies pass through. Within those
+    limits a roll is a translation of the system: the densities stay inside the box, the
+    solver's kinetic energy is periodic and its Hartree energy that of an isolated system,
+    so the energies are unchanged and the density moves with the potential (the potential
+    the roll wraps round lies where the density vanishes).
+    """
+    rng = tf.random.Generator.from_seed(seed)
+
+    def apply(x, y, limits):
+        (low, high) = (limits[:, 0], limits[:, 1])
+        draw = rng.uniform([2])
+        shift = low + tf.minimum(
+            tf.cast(draw * tf.cast(high - low + 1, tf.float32), tf.int32), high - low
+        )
+        (x, y) = tf.nest.map_structure(
+            lambda t: tf.roll(t, shift, axis=[0, 1]) if len(t.shape) == 3 else t, (x, y)
         )
         return x, y
 
@@ -584,10 +629,18 @@ def train_energy_model(
         (targets, validation) = ((y_train, n_train), (x_val, (y_val, n_val)))
     fitted.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
     (epochs, finished) = schedule.fit(
-        fitted, x_train, targets, validation_data=validation, checkpoints=checkpoints
-    )
+        fitted, x_train, targets, validation_data=validation, checkpoints=checkpoints,
+        roll_limits=roll_limits(splits["train"], schedule),
+    )  # fmt: skip
     predicted = np.asarray(model.predict(x_test, batch_size=32, verbose=0), np.float64)
     return model, predicted, epochs, finished
+
+
+def roll_limits(split: dict, schedule: Schedule) -> np.ndarray | None:
+    """The rolls of each sample that keep its density inside the box (with ``--roll``)."""
+    if not schedule.roll:
+        return None
+    return safe_rolls(split["density"], schedule.roll, ROLL_EDGE_DENSITY)
 
 
 def train_dcign(splits, pixel_area, focus, context, schedule, logdir, checkpoints) -> tuple:
@@ -623,6 +676,7 @@ def train_dcign(splits, pixel_area, focus, context, schedule, logdir, checkpoint
             keras.callbacks.TensorBoard(str(logdir), write_graph=False),
             DensityImages(logdir / "images", tuple(x[:4] for x in val[0]), val[1][:4], every=2),
         ],
+        roll_limits=roll_limits(splits["train"], schedule),
     )
     predicted = np.asarray(model.predict(test[0], batch_size=32, verbose=0))
     return model, predicted, epochs, finished
@@ -770,7 +824,7 @@ def load_initial_weights(model: keras.Model, path: Path, grow_head: bool = False
     ReLU networks).
     """
     saved = keras.saving.load_model(path, compile=False)
-    while isinstance(saved, SymmetryAverage):
+    while isinstance(saved, (SymmetryAverage, TranslationAverage)):
         saved = saved.model
     (new, old) = (model.get_weights(), saved.get_weights())
     shapes = ([w.shape for w in new], [w.shape for w in old])
@@ -789,7 +843,7 @@ def load_initial_weights(model: keras.Model, path: Path, grow_head: bool = False
 
 def tiles(model) -> str:
     """A model's tiling, ``"focus+2x context"`` in pixels (``"; pooled 2x: …"`` per branch)."""
-    while isinstance(model, (SymmetryAverage, CountBaseline)):
+    while isinstance(model, (SymmetryAverage, TranslationAverage, CountBaseline)):
         model = model.model
     if isinstance(model, MultiScaleEDNN):
         return "; ".join(
@@ -845,6 +899,18 @@ def markdown(result: dict) -> str:
         lines.append(
             "The saved energy models average their network over the 8 symmetries of the grid "
             "(`ednn.symmetry.SymmetryAverage`), exactly invariant under them."
+        )
+    if result.get("schedule", {}).get("roll"):
+        lines.append(
+            "Every training image was rolled by a random whole-pixel shift of at most "
+            f"{result['schedule']['roll']} pixels along each axis each time it was drawn, as "
+            "far as its density stays inside the box (`--roll`)."
+        )
+    if result.get("schedule", {}).get("average_rolls"):
+        stride = result["schedule"]["average_rolls"]
+        lines.append(
+            f"The saved energy models also average over the image rolled by multiples of "
+            f"{stride} pixels in [-focus/2, focus/2) (`ednn.translation.TranslationAverage`)."
         )
     if result.get("schedule", {}).get("loss_weights", "spread") == "uniform":
         lines.append(
@@ -1004,6 +1070,24 @@ def main(argv: list[str] | None = None) -> dict:
         "--augment",
         action="store_true",
         help="random square-grid symmetry (8 elements) of every training image",
+    )
+    parser.add_argument(
+        "--roll",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="roll every training image by a random whole-pixel shift of at most PIXELS "
+        "along each axis, as far as its density stays inside the box (a translation: the "
+        "energies are unchanged)",
+    )
+    parser.add_argument(
+        "--average-rolls",
+        type=int,
+        default=None,
+        metavar="STRIDE",
+        help="save and score each trained energy model averaged over its image rolled by "
+        "multiples of STRIDE pixels in [-focus/2, focus/2) (ednn.translation."
+        "TranslationAverage: (focus/STRIDE)² evaluations); train with --roll",
     )
     parser.add_argument(
         "--baseline",
@@ -1188,6 +1272,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.density_gradient = schedule.get("density_gradient")
         args.coarse = schedule.get("coarse")
         args.average_symmetries = schedule.get("average_symmetries", False)
+        args.roll = schedule.get("roll") or None
+        args.average_rolls = schedule.get("average_rolls")
         args.train_fraction = stored.get("train_fraction")
         args.init_from = stored.get("init_from")
         extra = stored.get("extra_train_sizes")
@@ -1196,6 +1282,15 @@ def main(argv: list[str] | None = None) -> dict:
     def checkpoints(model_id: str) -> Path:
         return args.out / "checkpoints" / (f"{args.name}_{model_id}" if args.name else model_id)
 
+    if args.roll is not None and args.roll < 1:
+        parser.error(f"--roll must be a positive number of pixels. Received: {args.roll}")
+    if args.average_rolls is not None and (
+        args.average_rolls < 1 or args.focus % args.average_rolls
+    ):
+        parser.error(
+            f"--average-rolls must be a positive divisor of --focus {args.focus}. "
+            f"Received: {args.average_rolls}"
+        )
     if not (np.isfinite(args.width) and args.width > 0):
         parser.error(f"--width must be a positive number. Received: {args.width}")
     if any(u < 1 for u in args.dense_units):
@@ -1283,7 +1378,7 @@ def main(argv: list[str] | None = None) -> dict:
         except (OSError, ValueError) as error:
             parser.error(str(error))
     schedule = Schedule(
-        args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed
+        args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed, args.roll
     )
     test = splits["test"]
     truths = energies(test).astype(np.float64)
@@ -1310,6 +1405,8 @@ def main(argv: list[str] | None = None) -> dict:
             "activation": args.activation,
             "dense_units": list(args.dense_units),
             "average_symmetries": args.average_symmetries,
+            "roll": args.roll,
+            "average_rolls": args.average_rolls,
             "loss_weights": args.loss_weights,
             "coarse": args.coarse,
             "density_gradient": args.density_gradient,
@@ -1400,6 +1497,10 @@ def main(argv: list[str] | None = None) -> dict:
             if args.average_symmetries:
                 # The grid mirrors about pixel 0 (ednn.ks2d.apply_symmetry): mirror_shift 1.
                 model = SymmetryAverage(model, mirror_shift=1, name=f"{model.name}_symmetric")
+            if args.average_rolls:
+                shifts = tile_phases(args.focus, args.average_rolls, centred=True)
+                model = TranslationAverage(model, shifts, name=f"{model.name}_rolled")
+            if args.average_symmetries or args.average_rolls:
                 predicted = np.asarray(
                     model.predict(image(data["test"], key, SCALES[key]), batch_size=32, verbose=0),
                     np.float64,

@@ -15,6 +15,7 @@ from ednn.ks2d.grid import apply_symmetry
 from ednn.layers import AppendSqrt, ChannelCeiling
 from ednn.multiscale import MultiScaleEDNN
 from ednn.symmetry import SymmetryAverage
+from ednn.translation import TranslationAverage
 
 SCRIPT = Path(__file__).parents[3] / "experiments" / "ks2d" / "train_models.py"
 CONFIG = {
@@ -238,6 +239,9 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--coarse", "1", "8"], "POOL >= 2 dividing --focus"),
         (["--activation", "tanh"], "invalid choice: 'tanh'"),
         (["--dense-units", "0"], "--dense-units must be positive integers"),
+        (["--roll", "0"], "--roll must be a positive number of pixels"),
+        (["--average-rolls", "5"], "--average-rolls must be a positive divisor of --focus 16"),
+        (["--average-rolls", "0"], "--average-rolls must be a positive divisor of --focus 16"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
@@ -339,6 +343,58 @@ def test_average_symmetries_saves_the_invariant_model_and_rescores_it(script, da
     assert again["schedule"]["average_symmetries"]
     for term, value in result["energy_mae_mHa"]["v_ext"].items():
         assert again["energy_mae_mHa"]["v_ext"][term] == pytest.approx(value, rel=1e-4)
+
+
+def test_roll_trains_on_translated_images_and_average_rolls_saves_the_averaged_model(
+    script, dataset, tmp_path
+):
+    arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "rolled",
+                 "--epochs", "1", "--minutes", "5", "--baseline", "count"]  # fmt: skip
+    result = script.main([*arguments, "--only", "v_ext", "--average-symmetries", "--roll", "4",
+                          "--average-rolls", "8"])  # fmt: skip
+    assert result["schedule"]["roll"] == 4 and result["schedule"]["average_rolls"] == 8
+    assert result["tiles"]["v_ext"] == "16+2x8"
+    model = keras.saving.load_model(tmp_path / "rolled_ednn_energies_from_v_ext.keras")
+    assert isinstance(model, TranslationAverage) and isinstance(model.model, SymmetryAverage)
+    assert model.shifts == ((-8, -8), (-8, 0), (0, -8), (0, 0))
+    x = script.image(script.load_splits(dataset)[0]["test"], "v_ext", script.V_SCALE)
+    each = [model.model.predict(np.roll(x, s, axis=(1, 2)), verbose=0) for s in model.shifts]
+    np.testing.assert_allclose(model.predict(x, verbose=0), np.mean(each, axis=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    text = (tmp_path / "rolled_train_models.md").read_text()
+    assert "shift of at most 4 pixels along each axis" in text
+    assert "rolled by multiples of 8 pixels" in text
+    again = script.main([*arguments[:6], "--rescore"])
+    assert (again["schedule"]["roll"], again["schedule"]["average_rolls"]) == (4, 8)
+    for term, value in result["energy_mae_mHa"]["v_ext"].items():
+        assert again["energy_mae_mHa"]["v_ext"][term] == pytest.approx(value, rel=1e-4)
+    # A later schedule starts from the averaged model's weights (its network's).
+    script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "next",
+                 "--epochs", "1", "--minutes", "5", "--baseline", "count",
+                 "--only", "v_ext", "--init-from", "rolled", "--lr", "1e-9"])  # fmt: skip
+    follow = keras.saving.load_model(tmp_path / "next_ednn_energies_from_v_ext.keras")
+    assert isinstance(follow, CountBaseline)
+    np.testing.assert_allclose(follow.predict(x, verbose=0), model.model.model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_random_roll_moves_images_and_image_targets_alike_within_the_limits(script):
+    image = np.arange(2 * 8 * 8, dtype=np.float32).reshape(8, 8, 2)
+    target = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
+    energies = np.arange(3, dtype=np.float32)
+    limits = np.array([[-2, 1], [0, 3]], np.int32)
+    apply = script._random_roll(0)
+    seen = set()
+    for _ in range(300):  # 16 rolls: each drawn with probability 1 - 4e-9
+        (x, (n, e)) = apply(image, (target, energies), limits)
+        (x, n, e) = (np.asarray(x), np.asarray(n), np.asarray(e))
+        (dy, dx) = (int(v) for v in np.argwhere(x[..., 0] == 0)[0])
+        shift = ((dy + 4) % 8 - 4, (dx + 4) % 8 - 4)
+        seen.add(shift)
+        np.testing.assert_array_equal(x, np.roll(image, shift, axis=(0, 1)))
+        np.testing.assert_array_equal(n, np.roll(target, shift, axis=(0, 1)))
+        np.testing.assert_array_equal(e, energies)
+    assert seen == {(dy, dx) for dy in range(-2, 2) for dx in range(4)}  # all, and no other
 
 
 def test_error_anatomy_groups_every_pooled_sample_once(script, dataset, tmp_path):
