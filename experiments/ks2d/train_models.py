@@ -51,6 +51,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -343,11 +344,15 @@ class Schedule:
     to 1e-9 Ha). ``roll`` (pixels) also rolls every training image (and image target) by a
     random whole-pixel shift of at most that many pixels along each axis each time it is
     drawn, within the sample's limits that ``fit`` gets (:func:`_random_roll`).
+    ``move_wells`` (pixels, SHO potentials): instead, the potential image is drawn anew with
+    the well's centre moved by up to that many whole pixels along each axis, within the
+    same limits (:func:`_moved_wells`).
     """
 
     def __init__(
-        self, minutes, epochs=None, lr=1e-3, batch_size=16, augment=False, seed=0, roll=None
-    ):
+        self, minutes, epochs=None, lr=1e-3, batch_size=16, augment=False, seed=0, roll=None,
+        move_wells=None,
+    ):  # fmt: skip
         self.minutes = minutes
         self.epochs = epochs
         self.lr = lr
@@ -355,6 +360,7 @@ class Schedule:
         self.augment = augment
         self.seed = seed
         self.roll = roll
+        self.move_wells = move_wells
 
     def optimizer(self, n_train: int) -> keras.optimizers.Optimizer:
         if self.epochs is None:
@@ -369,7 +375,8 @@ class Schedule:
         """``model.fit`` on ``(x, y)`` (arrays or tuples of arrays) with this schedule.
 
         ``roll_limits`` (with ``roll``): per sample, the rolls that keep it inside the box,
-        ``(n, 2, 2)`` from :func:`ednn.translation.safe_rolls`.
+        ``(n, 2, 2)`` from :func:`ednn.translation.safe_rolls`; with ``move_wells`` a
+        :class:`WellMoves` instead.
 
         Continues the checkpoint in ``checkpoints`` if there is one and ends with the weights
         of the best validation loss. Returns ``(epochs done, finished)``: ``finished`` is
@@ -385,12 +392,20 @@ class Schedule:
             if self.roll:
                 limits = np.clip(roll_limits, -self.roll, self.roll).astype("int32")
                 data = tf.data.Dataset.from_tensor_slices((x, y, limits))
+            elif self.move_wells:
+                wells = roll_limits
+                limits = np.clip(wells.limits, -self.move_wells, self.move_wells)
+                data = tf.data.Dataset.from_tensor_slices(
+                    (x, y, (wells.omega, wells.centre, limits.astype("int32")))
+                )
             else:
                 data = tf.data.Dataset.from_tensor_slices((x, y))
             n_train = int(data.cardinality())
             data = data.shuffle(n_train, seed=self.seed + initial, reshuffle_each_iteration=True)
             if self.roll:
                 data = data.map(_random_roll(self.seed + initial))
+            elif self.move_wells:
+                data = data.map(_moved_wells(self.seed + initial, wells.x, wells.scale))
             if self.augment:
                 data = data.map(_random_symmetry(self.seed + initial))
             plateau = []
@@ -460,6 +475,71 @@ def _random_roll(seed: int):
     return apply
 
 
+class WellMoves(NamedTuple):
+    """What :func:`_moved_wells` needs per training sample of a SHO dataset.
+
+    ``omega`` and ``centre`` ``(n, 2)``: the wells' frequencies (Ha) and centres (bohr);
+    ``limits`` ``(n, 2, 2)``: the whole-pixel moves that keep each density inside the box
+    (:func:`ednn.translation.safe_rolls`); ``x``: the grid's coordinates (bohr); ``scale``:
+    the potential image's scale (:data:`V_SCALE`).
+    """
+
+    omega: np.ndarray
+    centre: np.ndarray
+    limits: np.ndarray
+    x: np.ndarray
+    scale: float
+
+
+def well_moves(split: dict, config: dict, max_shift: int) -> WellMoves:
+    """The :class:`WellMoves` of the samples of ``split`` (SHO potentials only)."""
+    params = [json.loads(p) for p in split["params"]]
+    kinds = {p.get("kind") for p in params}
+    if kinds != {"sho"}:
+        raise ValueError(
+            f"--move-wells draws SHO wells anew: every training sample must have a SHO "
+            f"potential. Received: potential kinds {sorted(map(str, kinds))}"
+        )
+    grid = Grid(config["grid"]["n"], config["grid"]["box"])
+    return WellMoves(
+        np.array([p["omega"] for p in params], np.float32),
+        np.array([p["centre"] for p in params], np.float32),
+        safe_rolls(split["density"], max_shift, ROLL_EDGE_DENSITY),
+        grid.x.astype(np.float32),
+        V_SCALE,
+    )
+
+
+def _moved_wells(seed: int, x_coordinates: np.ndarray, scale: float):
+    """A ``tf.data`` map ``(x, y, (omega, centre, limits)) -> (x, y)`` moving the SHO well.
+
+    Draws a whole-pixel move along each axis, uniform in ``[lo, hi]`` of ``limits``, and
+    replaces the potential channel of ``x`` by ``½ ω_x² (X - c_x)² + ½ ω_y² (Y - c_y)²``
+    (:func:`ednn.ks2d.potentials.harmonic_potential`) with the centre moved by it. Within
+    those limits the density moves with the well and stays inside the box, so the energies
+    ``y`` are unchanged (translation invariance; the walls stay those of a harmonic well,
+    unlike a roll's wrapped-round ones).
+    """
+    rng = tf.random.Generator.from_seed(seed)
+    axis = tf.constant(x_coordinates, tf.float32)
+    spacing = float(x_coordinates[1] - x_coordinates[0])
+
+    def apply(x, y, well):
+        (omega, centre, limits) = well
+        (low, high) = (limits[:, 0], limits[:, 1])
+        draw = rng.uniform([2])
+        move = low + tf.minimum(
+            tf.cast(draw * tf.cast(high - low + 1, tf.float32), tf.int32), high - low
+        )
+        moved = centre + spacing * tf.cast(move, tf.float32)
+        along = 0.5 * omega**2 * (axis[:, None] - moved) ** 2  # (n, 2): x and y terms
+        v = along[:, 0][:, None] + along[None, :, 1]
+        x = tf.concat([(scale * v)[..., None], x[..., 1:]], axis=-1)
+        return x, y
+
+    return apply
+
+
 def energy_architecture(width: float = 1.0, dense_units=ENERGY_DENSE_UNITS) -> dict:
     """The energy tile network's layers with ``width`` x the filters and hidden units.
 
@@ -491,7 +571,7 @@ def train_energy_model(
     splits, key, scale, focus, context, schedule, checkpoints, name=None, provenance=None,
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
     init=None, loss_weights="spread", coarse=None, activation="relu",
-    dense_units=ENERGY_DENSE_UNITS, grow_head=False, density_gradient=None,
+    dense_units=ENERGY_DENSE_UNITS, grow_head=False, density_gradient=None, config=None,
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -524,7 +604,8 @@ def train_energy_model(
     weights), so the model starts as the single-scale one. ``density_gradient`` (potential
     input only): the weight of a second loss term, the error ``∫ |∂E_total/∂v / ΔA - n| / N``
     of the density the model's E_total implies by the Hellmann–Feynman theorem
-    (:class:`ednn.density_gradient.DensityGradientFit`; ``pixel_area`` needed).
+    (:class:`ednn.density_gradient.DensityGradientFit`; ``pixel_area`` needed). ``config``:
+    the dataset's, needed by ``schedule.move_wells`` (its grid).
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -630,7 +711,10 @@ def train_energy_model(
     fitted.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
     (epochs, finished) = schedule.fit(
         fitted, x_train, targets, validation_data=validation, checkpoints=checkpoints,
-        roll_limits=roll_limits(splits["train"], schedule),
+        roll_limits=(
+            well_moves(splits["train"], config, schedule.move_wells)
+            if schedule.move_wells else roll_limits(splits["train"], schedule)
+        ),
     )  # fmt: skip
     predicted = np.asarray(model.predict(x_test, batch_size=32, verbose=0), np.float64)
     return model, predicted, epochs, finished
@@ -906,6 +990,12 @@ def markdown(result: dict) -> str:
             f"{result['schedule']['roll']} pixels along each axis each time it was drawn, as "
             "far as its density stays inside the box (`--roll`)."
         )
+    if result.get("schedule", {}).get("move_wells"):
+        lines.append(
+            "Every training potential was drawn anew with its well moved by up to "
+            f"{result['schedule']['move_wells']} whole pixels along each axis each time it "
+            "was drawn, as far as its density stays inside the box (`--move-wells`)."
+        )
     if result.get("schedule", {}).get("average_rolls"):
         stride = result["schedule"]["average_rolls"]
         lines.append(
@@ -1079,6 +1169,15 @@ def main(argv: list[str] | None = None) -> dict:
         help="roll every training image by a random whole-pixel shift of at most PIXELS "
         "along each axis, as far as its density stays inside the box (a translation: the "
         "energies are unchanged)",
+    )
+    parser.add_argument(
+        "--move-wells",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="SHO potential models: draw every training potential anew with its well moved "
+        "by up to PIXELS whole pixels along each axis, as far as its density stays inside "
+        "the box (a translation: the energies are unchanged)",
     )
     parser.add_argument(
         "--average-rolls",
@@ -1273,6 +1372,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.coarse = schedule.get("coarse")
         args.average_symmetries = schedule.get("average_symmetries", False)
         args.roll = schedule.get("roll") or None
+        args.move_wells = schedule.get("move_wells")
         args.average_rolls = schedule.get("average_rolls")
         args.train_fraction = stored.get("train_fraction")
         args.init_from = stored.get("init_from")
@@ -1284,6 +1384,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.roll is not None and args.roll < 1:
         parser.error(f"--roll must be a positive number of pixels. Received: {args.roll}")
+    if args.move_wells is not None:
+        if args.move_wells < 1:
+            parser.error(
+                f"--move-wells must be a positive number of pixels. Received: {args.move_wells}"
+            )
+        if args.roll is not None:
+            parser.error("--move-wells moves the well itself: it does not combine with --roll")
+        if set(args.only) != {"v_ext"}:
+            parser.error(
+                "--move-wells draws potential images: pass --only v_ext. "
+                f"Received: --only {' '.join(args.only)}" + ("" if only_given else " (the default)")
+            )
     if args.average_rolls is not None and (
         args.average_rolls < 1 or args.focus % args.average_rolls
     ):
@@ -1378,8 +1490,9 @@ def main(argv: list[str] | None = None) -> dict:
         except (OSError, ValueError) as error:
             parser.error(str(error))
     schedule = Schedule(
-        args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed, args.roll
-    )
+        args.minutes, args.epochs, args.lr, args.batch_size, args.augment, args.seed, args.roll,
+        args.move_wells,
+    )  # fmt: skip
     test = splits["test"]
     truths = energies(test).astype(np.float64)
 
@@ -1406,6 +1519,7 @@ def main(argv: list[str] | None = None) -> dict:
             "dense_units": list(args.dense_units),
             "average_symmetries": args.average_symmetries,
             "roll": args.roll,
+            "move_wells": args.move_wells,
             "average_rolls": args.average_rolls,
             "loss_weights": args.loss_weights,
             "coarse": args.coarse,
@@ -1486,6 +1600,7 @@ def main(argv: list[str] | None = None) -> dict:
                 loss_weights=args.loss_weights, coarse=args.coarse, activation=args.activation,
                 dense_units=tuple(args.dense_units), grow_head=grown_from is not None,
                 density_gradient=args.density_gradient if model_id == "v_ext" else None,
+                config=config,
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))

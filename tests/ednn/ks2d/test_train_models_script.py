@@ -240,6 +240,9 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--activation", "tanh"], "invalid choice: 'tanh'"),
         (["--dense-units", "0"], "--dense-units must be positive integers"),
         (["--roll", "0"], "--roll must be a positive number of pixels"),
+        (["--move-wells", "0"], "--move-wells must be a positive number of pixels"),
+        (["--move-wells", "2"], "pass --only v_ext. Received: --only density v_ext dcign (the"),
+        (["--move-wells", "2", "--roll", "2", "--only", "v_ext"], "does not combine with --roll"),
         (["--average-rolls", "5"], "--average-rolls must be a positive divisor of --focus 16"),
         (["--average-rolls", "0"], "--average-rolls must be a positive divisor of --focus 16"),
     ],
@@ -667,3 +670,64 @@ def test_virial_checks_labels_and_predictions_and_projects_onto_the_relations(
     with pytest.raises(SystemExit):
         virial.main(["--data", str(polarised), "--out", str(tmp_path), "--name", "vir"])
     assert "needs a spin-unpolarised SHO dataset" in capsys.readouterr().err
+
+
+def test_translation_check_measures_position_noise_and_rolled_averages(script, dataset, tmp_path):
+    script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "moved",
+                 "--epochs", "1", "--minutes", "5", "--baseline", "count", "--only", "v_ext",
+                 "--roll", "2", "--average-rolls", "8"])  # fmt: skip
+    spec = importlib.util.spec_from_file_location(
+        "translation_check", SCRIPT.with_name("translation_check.py")
+    )
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    rows = check.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "moved"])
+    row = rows["moved"]
+    model = keras.saving.load_model(tmp_path / "moved_ednn_energies_from_v_ext.keras")
+    splits = script.load_splits(dataset)[0]
+    pooled = {k: np.concatenate([splits[s][k] for s in ("val", "test")]) for k in splits["test"]}
+    x = script.image(pooled, "v_ext", script.V_SCALE)
+    truth = script.energies(pooled).astype(np.float64)
+    # the network as trained (no averaging), then averaged over 4 and 16 rolls
+    plain = 1000 * np.abs(model.model.predict(x, verbose=0) - truth).mean(0)
+    np.testing.assert_allclose(row["rolled"]["as_given"], plain, rtol=1e-3)
+    np.testing.assert_allclose(row["moved_wells"]["mae_unmoved_mHa"], plain, rtol=1e-3)
+    four = 1000 * np.abs(model.predict(x, verbose=0) - truth).mean(0)
+    np.testing.assert_allclose(row["rolled"]["stride_8"], four, rtol=1e-3)
+    assert 0 < row["moved_wells"]["mean_moves_per_sample"] <= 8
+    assert min(row["moved_wells"]["position_noise_mHa"]) > 0  # the tiles see the move
+    table = (tmp_path / "moved_translation.md").read_text()
+    assert "| moved | rolled images, stride 4 (16 rolls) |" in table
+    with pytest.raises(SystemExit):
+        check.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "nope"])
+
+
+def test_move_wells_draws_each_sho_well_anew_moved_by_whole_pixels(script, dataset, tmp_path):
+    (splits, config, _) = script.load_splits(dataset)
+    train = splits["train"]
+    wells = script.well_moves(train, config, 3)
+    assert wells.limits.shape == (len(train["id"]), 2, 2)
+    assert (wells.limits[..., 0] <= 0).all() and (wells.limits[..., 1] >= 0).all()
+    x = script.image(train, "v_ext", script.V_SCALE)
+    energies = script.energies(train)
+    apply = script._moved_wells(0, wells.x, wells.scale)
+    for i in range(3):
+        well = (wells.omega[i], wells.centre[i])
+        # No move: the stored potential image (and count channel) again.
+        (same, e) = apply(x[i], energies[i], (*well, np.zeros((2, 2), np.int32)))
+        np.testing.assert_allclose(np.asarray(same), x[i], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(e), energies[i])
+        # A move by (1, -2) pixels: the well moved, not wrapped round (inside, a roll).
+        (moved, _) = apply(x[i], energies[i], (*well, np.array([[1, 1], [-2, -2]], np.int32)))
+        rolled = np.roll(x[i], (1, -2), axis=(0, 1))
+        np.testing.assert_allclose(np.asarray(moved)[4:-4, 4:-4], rolled[4:-4, 4:-4], rtol=1e-5)
+        assert np.abs(np.asarray(moved)[:, -2:, 0] - rolled[:, -2:, 0]).max() > 1.0
+    result = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "moved",
+                          "--epochs", "1", "--minutes", "5", "--baseline", "count",
+                          "--only", "v_ext", "--move-wells", "2"])  # fmt: skip
+    assert result["schedule"]["move_wells"] == 2
+    text = (tmp_path / "moved_train_models.md").read_text()
+    assert "moved by up to 2 whole pixels along each axis" in text
+    blobs = {**train, "params": np.array(['{"kind": "blobs"}'] * len(train["id"]))}
+    with pytest.raises(ValueError, match="every training sample must have a SHO potential"):
+        script.well_moves(blobs, config, 2)
