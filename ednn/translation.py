@@ -3,11 +3,11 @@
 An EDNN sees its image as periodic and cuts it into tiles at fixed places, so it is exactly
 invariant under a roll of the image by whole tiles (the tiles are only permuted) but not
 under a roll by part of a tile: the same system, moved by a few pixels, is cut differently.
-On the 2D Kohn–Sham wells the saved potential models change their E_total by ~2–3 mHa,
-as much as their error, when a test well is moved by half a bohr (docs/ks2d.md). Training
-on randomly rolled images teaches the invariance approximately; :class:`TranslationAverage`
-makes it exact for a set of rolls, as :class:`ednn.symmetry.SymmetryAverage` does for the
-mirrors:
+On the 2D Kohn–Sham wells the best saved potential model changes its E_total by 3.2 mHa
+on average, more than its error, when a test well is moved by 0.5–1 bohr (docs/ks2d.md,
+session 25). Training on randomly rolled images teaches the invariance approximately;
+:class:`TranslationAverage` makes it exact for a set of rolls, as
+:class:`ednn.symmetry.SymmetryAverage` does for the mirrors:
 
     f_avg(x) = mean over s in shifts of f(roll(x, s)).
 
@@ -20,7 +20,12 @@ A roll of a periodic image is a translation of what it shows. For an isolated sy
 box, whose image is not periodic, it is one too as long as nothing the quantity depends on
 reaches the box edges: the 2D Kohn–Sham datasets store only samples whose density vanishes
 there (`max_edge_density`), and their kinetic energy is periodic, so a rolled potential has
-the same energies and the rolled density.
+the same energies and the rolled density (:func:`safe_rolls` gives the rolls that keep a
+density inside the box). A rolled potential image is not one the network has seen,
+though: its walls are wrapped round into the image, and the ks2d potential models, whose
+tiles see zeros beyond the image (`boundary="zero"`), lost 1.7–4.6x on E_total when
+trained on such images (session 25); there, moving the well itself (`train_models.py
+--move-wells`) is the translation that keeps the images those of wells.
 """
 
 from __future__ import annotations

@@ -731,3 +731,27 @@ def test_move_wells_draws_each_sho_well_anew_moved_by_whole_pixels(script, datas
     blobs = {**train, "params": np.array(['{"kind": "blobs"}'] * len(train["id"]))}
     with pytest.raises(ValueError, match="every training sample must have a SHO potential"):
         script.well_moves(blobs, config, 2)
+
+
+def test_sho_oracle_fits_the_labels_on_the_two_frequencies(dataset, tmp_path):
+    spec = importlib.util.spec_from_file_location("sho_oracle", SCRIPT.with_name("sho_oracle.py"))
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    result = oracle.main(["--data", str(dataset), "--out", str(tmp_path)])
+    (splits, _, _) = oracle.tm.load_splits(dataset)
+    test = splits["test"]
+    assert set(result) == {str(n) for n in np.unique(test["n_electrons"])}
+    for n, row in result.items():
+        # Far better than each term's spread about its mean over the test samples of this N.
+        chosen = test["n_electrons"] == int(n)
+        truth = oracle.tm.energies({k: v[chosen] for k, v in test.items()}).astype(float)
+        spread = 1000 * np.abs(truth - truth.mean(0)).mean(0)
+        mae = np.array([row["test_mae_mHa"][t] for t in oracle.tm.TARGETS])
+        assert (mae < spread).all() or len(truth) == 1
+        assert row["train_samples"] + row["test_samples"] <= len(splits["train"]["id"]) + len(
+            test["id"]
+        )
+    assert "| N | T_s |" in (tmp_path / "data_sho_oracle.md").read_text()
+    blobs = {**test, "params": np.array(['{"kind": "blobs"}'] * len(test["id"]))}
+    with pytest.raises(ValueError, match="needs SHO potentials"):
+        oracle.frequencies(blobs)
