@@ -23,7 +23,7 @@ there (`max_edge_density`), and their kinetic energy is periodic, so a rolled po
 the same energies and the rolled density (:func:`safe_rolls` gives the rolls that keep a
 density inside the box). A rolled potential image is not one the network has seen,
 though: its walls are wrapped round into the image, and the ks2d potential models, whose
-tiles see zeros beyond the image (`boundary="zero"`), lost 1.7–4.6x on E_total when
+tiles see zeros beyond the image (`boundary="zero"`), lost 1.7–4.2x on E_total when
 trained on such images (session 25); there, moving the well itself (`train_models.py
 --move-wells`) is the translation that keeps the images those of wells.
 """
