@@ -370,13 +370,13 @@ class Schedule:
         return keras.optimizers.Adam(decay)
 
     def fit(
-        self, model, x, y, validation_data, checkpoints: Path, callbacks=(), roll_limits=None
+        self, model, x, y, validation_data, checkpoints: Path, callbacks=(), moves=None
     ) -> tuple[int, bool]:
         """``model.fit`` on ``(x, y)`` (arrays or tuples of arrays) with this schedule.
 
-        ``roll_limits`` (with ``roll``): per sample, the rolls that keep it inside the box,
-        ``(n, 2, 2)`` from :func:`ednn.translation.safe_rolls`; with ``move_wells`` a
-        :class:`WellMoves` instead.
+        ``moves``: with ``roll``, per sample the rolls that keep it inside the box,
+        ``(n, 2, 2)`` from :func:`ednn.translation.safe_rolls`; with ``move_wells``, the
+        samples' :class:`WellMoves`.
 
         Continues the checkpoint in ``checkpoints`` if there is one and ends with the weights
         of the best validation loss. Returns ``(epochs done, finished)``: ``finished`` is
@@ -390,10 +390,10 @@ class Schedule:
             print(f"  resuming {checkpoints.name} after epoch {initial}", flush=True)
         if not checkpoint.stopped and initial < target:
             if self.roll:
-                limits = np.clip(roll_limits, -self.roll, self.roll).astype("int32")
+                limits = np.clip(moves, -self.roll, self.roll).astype("int32")
                 data = tf.data.Dataset.from_tensor_slices((x, y, limits))
             elif self.move_wells:
-                wells = roll_limits
+                wells = moves
                 limits = np.clip(wells.limits, -self.move_wells, self.move_wells)
                 data = tf.data.Dataset.from_tensor_slices(
                     (x, y, (wells.omega, wells.centre, limits.astype("int32")))
@@ -517,8 +517,9 @@ def _moved_wells(seed: int, x_coordinates: np.ndarray, scale: float):
     replaces the potential channel of ``x`` by ``½ ω_x² (X - c_x)² + ½ ω_y² (Y - c_y)²``
     (:func:`ednn.ks2d.potentials.harmonic_potential`) with the centre moved by it. Within
     those limits the density moves with the well and stays inside the box, so the energies
-    ``y`` are unchanged (translation invariance; the walls stay those of a harmonic well,
-    unlike a roll's wrapped-round ones).
+    in ``y`` are unchanged (translation invariance; the walls stay those of a harmonic well,
+    unlike a roll's wrapped-round ones) and a density target in it, rank 3, is rolled by
+    the move.
     """
     rng = tf.random.Generator.from_seed(seed)
     axis = tf.constant(x_coordinates, tf.float32)
@@ -535,6 +536,9 @@ def _moved_wells(seed: int, x_coordinates: np.ndarray, scale: float):
         along = 0.5 * omega**2 * (axis[:, None] - moved) ** 2  # (n, 2): x and y terms
         v = along[:, 0][:, None] + along[None, :, 1]
         x = tf.concat([(scale * v)[..., None], x[..., 1:]], axis=-1)
+        y = tf.nest.map_structure(
+            lambda t: tf.roll(t, move, axis=[0, 1]) if len(t.shape) == 3 else t, y
+        )
         return x, y
 
     return apply
@@ -711,7 +715,7 @@ def train_energy_model(
     fitted.compile(optimizer=schedule.optimizer(len(x_train)), loss=loss)
     (epochs, finished) = schedule.fit(
         fitted, x_train, targets, validation_data=validation, checkpoints=checkpoints,
-        roll_limits=(
+        moves=(
             well_moves(splits["train"], config, schedule.move_wells)
             if schedule.move_wells else roll_limits(splits["train"], schedule)
         ),
@@ -760,7 +764,7 @@ def train_dcign(splits, pixel_area, focus, context, schedule, logdir, checkpoint
             keras.callbacks.TensorBoard(str(logdir), write_graph=False),
             DensityImages(logdir / "images", tuple(x[:4] for x in val[0]), val[1][:4], every=2),
         ],
-        roll_limits=roll_limits(splits["train"], schedule),
+        moves=roll_limits(splits["train"], schedule),
     )
     predicted = np.asarray(model.predict(test[0], batch_size=32, verbose=0))
     return model, predicted, epochs, finished

@@ -722,6 +722,13 @@ def test_move_wells_draws_each_sho_well_anew_moved_by_whole_pixels(script, datas
         rolled = np.roll(x[i], (1, -2), axis=(0, 1))
         np.testing.assert_allclose(np.asarray(moved)[4:-4, 4:-4], rolled[4:-4, 4:-4], rtol=1e-5)
         assert np.abs(np.asarray(moved)[:, -2:, 0] - rolled[:, -2:, 0]).max() > 1.0
+        # A density target (--density-gradient) moves with the well.
+        density = train["density"][i][..., None]
+        (_, (e, n)) = apply(
+            x[i], (energies[i], density), (*well, np.array([[1, 1], [-2, -2]], np.int32))
+        )
+        np.testing.assert_array_equal(np.asarray(n), np.roll(density, (1, -2), axis=(0, 1)))
+        np.testing.assert_array_equal(np.asarray(e), energies[i])
     result = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "moved",
                           "--epochs", "1", "--minutes", "5", "--baseline", "count",
                           "--only", "v_ext", "--move-wells", "2"])  # fmt: skip
