@@ -25,42 +25,39 @@ _NOISE = (
 )
 
 
+# The modules whose import registers ednn's Keras custom objects.
+_KERAS_MODULES = (
+    "count_baseline",
+    "dcign",
+    "density_gradient",
+    "layers",
+    "losses",
+    "model",
+    "multiscale",
+    "symmetry",
+    "translation",
+)
+
+
 def _import_keras_layers() -> None:
+    import importlib
     import sys
     import tempfile
+
+    def register() -> None:
+        for name in _KERAS_MODULES:
+            importlib.import_module(f"ednn.{name}")
 
     try:
         sys.stderr.flush()
         saved = _os.dup(2)
     except (OSError, ValueError, AttributeError):
-        from ednn import (
-            count_baseline,
-            dcign,
-            density_gradient,
-            layers,
-            losses,
-            model,
-            multiscale,
-            symmetry,
-            translation,
-        )
-
+        register()
         return
     with tempfile.TemporaryFile() as sink:
         _os.dup2(sink.fileno(), 2)
         try:
-            # Registers the Keras custom objects.
-            from ednn import (  # noqa: F401
-                count_baseline,
-                dcign,
-                density_gradient,
-                layers,
-                losses,
-                model,
-                multiscale,
-                symmetry,
-                translation,
-            )
+            register()
         finally:
             _os.dup2(saved, 2)
             _os.close(saved)

@@ -114,8 +114,78 @@ def check_group(elements: Sequence[int], mirror_shift: int = 0) -> tuple[int, ..
     return group
 
 
+class ImageAverage(ChecksImageArrays, keras.Model):
+    """Base of the models that average a wrapped model over moved copies of its images.
+
+    A subclass gives the moves, :meth:`moves`: pairs `(forward, back)` of functions on
+    image tensors `(batch, H, W, C)`. The output is `mean over moves of model(forward(x))`
+    for outputs `(batch, n_targets)`, and `mean over moves of back(model(forward(x)))` for
+    image outputs on the input's grid. The wrapped model's weights are shared, not copied.
+    """
+
+    def __init__(self, model: keras.Model | dict, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(model, dict):
+            model = keras.saving.deserialize_keras_object(model)
+        self.model = model
+        # No weights of its own: built when the model is (saved without a first call).
+        self.built = bool(getattr(model, "built", False))
+
+    def moves(self) -> list:
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        self.built = True  # the model builds itself on its first call, inside `call`
+
+    @property
+    def n_targets(self) -> int | None:
+        return getattr(self.model, "n_targets", None)
+
+    @property
+    def metadata(self) -> dict:
+        """The wrapped model's metadata (a fresh copy; ``{}`` if it has none, e.g. a DCIGN)."""
+        return dict(getattr(self.model, "metadata", {}))
+
+    def call(self, inputs, training=None):
+        paired = isinstance(inputs, (tuple, list))
+        images = tf.convert_to_tensor(inputs[0] if paired else inputs)
+        self._check_images_shape(tuple(images.shape))
+        outputs = []
+        for forward, back in self.moves():
+            moved = forward(images)
+            output = self.model((moved, *inputs[1:]) if paired else moved, training=training)
+            if len(output.shape) == 4:  # an image on the grid: map it back
+                output = back(output)
+            elif len(output.shape) != 2:
+                raise ValueError(
+                    f"{type(self).__name__} averages outputs of shape (batch, n_targets) or "
+                    f"images (batch, H, W, C). Received: model output shape={tuple(output.shape)}"
+                )
+            outputs.append(output)
+        return tf.add_n(outputs) / len(outputs)
+
+    def _check_images_shape(self, shape) -> None:
+        if len(shape) != 4:
+            raise ValueError(
+                f"{type(self).__name__} expected images of shape (batch, height, width, C). "
+                f"Received: images.shape={shape}"
+            )
+        check = getattr(self.model, "_check_images_shape", None)
+        if check is not None:
+            check(shape)
+
+    def compute_output_shape(self, input_shape):
+        return self.model.compute_output_shape(input_shape)
+
+    def _check_array_images(self, x) -> None:
+        super()._check_array_images(x[0] if isinstance(x, (tuple, list)) else x)
+
+    def get_config(self):
+        return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.model)}
+
+
 @keras.saving.register_keras_serializable(package="ednn")
-class SymmetryAverage(ChecksImageArrays, keras.Model):
+class SymmetryAverage(ImageAverage):
     """A model averaged over a group of image symmetries: exactly invariant (equivariant).
 
     `outputs = mean over g in elements of model(g images)` for outputs of shape
@@ -151,69 +221,27 @@ class SymmetryAverage(ChecksImageArrays, keras.Model):
         mirror_shift: int = 0,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if isinstance(model, dict):
-            model = keras.saving.deserialize_keras_object(model)
+        super().__init__(model, **kwargs)
         if isinstance(mirror_shift, bool) or mirror_shift not in (0, 1):
             raise ValueError(
                 f"`mirror_shift` must be 0 or 1. Received: mirror_shift={mirror_shift!r}"
             )
-        self.model = model
         self.mirror_shift = int(mirror_shift)
         self.elements = check_group(elements, self.mirror_shift)
-        # No weights of its own: built when the model is (saved without a first call).
-        self.built = bool(getattr(model, "built", False))
 
-    def build(self, input_shape):
-        self.built = True  # the model builds itself on its first call, inside `call`
-
-    @property
-    def n_targets(self) -> int | None:
-        return getattr(self.model, "n_targets", None)
-
-    @property
-    def metadata(self) -> dict:
-        """The wrapped model's metadata (a fresh copy; ``{}`` if it has none, e.g. a DCIGN)."""
-        return dict(getattr(self.model, "metadata", {}))
-
-    def call(self, inputs, training=None):
-        paired = isinstance(inputs, (tuple, list))
-        images = tf.convert_to_tensor(inputs[0] if paired else inputs)
-        self._check_images_shape(tuple(images.shape))
-        outputs = []
-        for g in self.elements:
-            moved = _transform(images, g, self.mirror_shift)
-            output = self.model((moved, *inputs[1:]) if paired else moved, training=training)
-            if len(output.shape) == 4:  # an image on the grid: map it back
-                output = _transform(output, inverse_element(g), self.mirror_shift)
-            elif len(output.shape) != 2:
-                raise ValueError(
-                    "SymmetryAverage averages outputs of shape (batch, n_targets) or images "
-                    f"(batch, H, W, C). Received: model output shape={tuple(output.shape)}"
-                )
-            outputs.append(output)
-        return tf.add_n(outputs) / len(outputs)
-
-    def _check_images_shape(self, shape) -> None:
-        if len(shape) != 4:
-            raise ValueError(
-                f"SymmetryAverage expected images of shape (batch, height, width, C). "
-                f"Received: images.shape={shape}"
+    def moves(self) -> list:
+        shift = self.mirror_shift
+        return [
+            (
+                lambda x, g=g: _transform(x, g, shift),
+                lambda y, g=g: _transform(y, inverse_element(g), shift),
             )
-        check = getattr(self.model, "_check_images_shape", None)
-        if check is not None:
-            check(shape)
-
-    def compute_output_shape(self, input_shape):
-        return self.model.compute_output_shape(input_shape)
-
-    def _check_array_images(self, x) -> None:
-        super()._check_array_images(x[0] if isinstance(x, (tuple, list)) else x)
+            for g in self.elements
+        ]
 
     def get_config(self):
         return {
             **super().get_config(),
-            "model": keras.saving.serialize_keras_object(self.model),
             "elements": list(self.elements),
             "mirror_shift": self.mirror_shift,
         }

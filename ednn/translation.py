@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ednn.model import ChecksImageArrays
+from ednn.symmetry import ImageAverage
 
 __all__ = ["TranslationAverage", "safe_rolls", "tile_phases"]
 
@@ -161,7 +161,7 @@ def _check_shifts(shifts) -> tuple[tuple[int, int], ...]:
 
 
 @keras.saving.register_keras_serializable(package="ednn")
-class TranslationAverage(ChecksImageArrays, keras.Model):
+class TranslationAverage(ImageAverage):
     """A model averaged over periodic rolls of its input images.
 
     `outputs = mean over s in shifts of model(roll(images, s))` for outputs of shape
@@ -188,62 +188,17 @@ class TranslationAverage(ChecksImageArrays, keras.Model):
     """
 
     def __init__(self, model: keras.Model | dict, shifts: Sequence[Sequence[int]], **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(model, dict):
-            model = keras.saving.deserialize_keras_object(model)
-        self.model = model
+        super().__init__(model, **kwargs)
         self.shifts = _check_shifts(shifts)
-        self.built = bool(getattr(model, "built", False))
 
-    def build(self, input_shape):
-        self.built = True  # the model builds itself on its first call, inside `call`
-
-    @property
-    def n_targets(self) -> int | None:
-        return getattr(self.model, "n_targets", None)
-
-    @property
-    def metadata(self) -> dict:
-        """The wrapped model's metadata (a fresh copy; ``{}`` if it has none)."""
-        return dict(getattr(self.model, "metadata", {}))
-
-    def call(self, inputs, training=None):
-        paired = isinstance(inputs, (tuple, list))
-        images = tf.convert_to_tensor(inputs[0] if paired else inputs)
-        self._check_images_shape(tuple(images.shape))
-        outputs = []
-        for dy, dx in self.shifts:
-            moved = tf.roll(images, (dy, dx), axis=(1, 2))
-            output = self.model((moved, *inputs[1:]) if paired else moved, training=training)
-            if len(output.shape) == 4:  # an image on the grid: roll it back
-                output = tf.roll(output, (-dy, -dx), axis=(1, 2))
-            elif len(output.shape) != 2:
-                raise ValueError(
-                    "TranslationAverage averages outputs of shape (batch, n_targets) or "
-                    f"images (batch, H, W, C). Received: model output shape={tuple(output.shape)}"
-                )
-            outputs.append(output)
-        return tf.add_n(outputs) / len(outputs)
-
-    def _check_images_shape(self, shape) -> None:
-        if len(shape) != 4:
-            raise ValueError(
-                "TranslationAverage expected images of shape (batch, height, width, C). "
-                f"Received: images.shape={shape}"
+    def moves(self) -> list:
+        return [
+            (
+                lambda x, s=s: tf.roll(x, s, axis=(1, 2)),
+                lambda y, s=s: tf.roll(y, (-s[0], -s[1]), axis=(1, 2)),
             )
-        check = getattr(self.model, "_check_images_shape", None)
-        if check is not None:
-            check(shape)
-
-    def compute_output_shape(self, input_shape):
-        return self.model.compute_output_shape(input_shape)
-
-    def _check_array_images(self, x) -> None:
-        super()._check_array_images(x[0] if isinstance(x, (tuple, list)) else x)
+            for s in self.shifts
+        ]
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "model": keras.saving.serialize_keras_object(self.model),
-            "shifts": [list(shift) for shift in self.shifts],
-        }
+        return {**super().get_config(), "shifts": [list(shift) for shift in self.shifts]}
