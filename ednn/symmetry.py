@@ -132,6 +132,7 @@ class ImageAverage(ChecksImageArrays, keras.Model):
         self.built = bool(getattr(model, "built", False))
 
     def moves(self) -> list:
+        """The `(forward, back)` pairs of image maps to average over (one per copy)."""
         raise NotImplementedError
 
     def build(self, input_shape):

@@ -1,8 +1,9 @@
 """Averaging a model over periodic translations of its image (test-time translation).
 
-An EDNN sees its image as periodic and cuts it into tiles at fixed places, so it is exactly
-invariant under a roll of the image by whole tiles (the tiles are only permuted) but not
-under a roll by part of a tile: the same system, moved by a few pixels, is cut differently.
+An EDNN cuts its image into tiles at fixed places. With periodic tiles
+(`boundary="periodic"`) it is exactly invariant under a roll of the image by whole tiles
+(the tiles are only permuted), but with any tiles not under a roll by part of a tile: the
+same system, moved by a few pixels, is cut differently.
 On the 2D Kohn–Sham wells the best saved potential model changes its E_total by 3.2 mHa
 on average, more than its error, when a test well is moved by 0.5–1 bohr (docs/ks2d.md,
 session 25). Training on randomly rolled images teaches the invariance approximately;
