@@ -462,17 +462,23 @@ def _random_roll(seed: int):
     rng = tf.random.Generator.from_seed(seed)
 
     def apply(x, y, limits):
-        (low, high) = (limits[:, 0], limits[:, 1])
-        draw = rng.uniform([2])
-        shift = low + tf.minimum(
-            tf.cast(draw * tf.cast(high - low + 1, tf.float32), tf.int32), high - low
-        )
-        (x, y) = tf.nest.map_structure(
-            lambda t: tf.roll(t, shift, axis=[0, 1]) if len(t.shape) == 3 else t, (x, y)
-        )
-        return x, y
+        return _roll_images((x, y), _draw_shift(rng, limits))
 
     return apply
+
+
+def _draw_shift(rng: tf.random.Generator, limits) -> tf.Tensor:
+    """A whole-pixel shift per axis, uniform in ``[lo, hi]`` of ``limits`` ``(2, 2)``."""
+    (low, high) = (limits[:, 0], limits[:, 1])
+    draw = tf.cast(rng.uniform([2]) * tf.cast(high - low + 1, tf.float32), tf.int32)
+    return low + tf.minimum(draw, high - low)
+
+
+def _roll_images(structure, shift):
+    """``structure`` with its rank-3 tensors (images ``(n, n, channels)``) rolled by ``shift``."""
+    return tf.nest.map_structure(
+        lambda t: tf.roll(t, shift, axis=[0, 1]) if len(t.shape) == 3 else t, structure
+    )
 
 
 class WellMoves(NamedTuple):
@@ -527,19 +533,12 @@ def _moved_wells(seed: int, x_coordinates: np.ndarray, scale: float):
 
     def apply(x, y, well):
         (omega, centre, limits) = well
-        (low, high) = (limits[:, 0], limits[:, 1])
-        draw = rng.uniform([2])
-        move = low + tf.minimum(
-            tf.cast(draw * tf.cast(high - low + 1, tf.float32), tf.int32), high - low
-        )
+        move = _draw_shift(rng, limits)
         moved = centre + spacing * tf.cast(move, tf.float32)
         along = 0.5 * omega**2 * (axis[:, None] - moved) ** 2  # (n, 2): x and y terms
         v = along[:, 0][:, None] + along[None, :, 1]
         x = tf.concat([(scale * v)[..., None], x[..., 1:]], axis=-1)
-        y = tf.nest.map_structure(
-            lambda t: tf.roll(t, move, axis=[0, 1]) if len(t.shape) == 3 else t, y
-        )
-        return x, y
+        return x, _roll_images(y, move)
 
     return apply
 
@@ -1375,7 +1374,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.density_gradient = schedule.get("density_gradient")
         args.coarse = schedule.get("coarse")
         args.average_symmetries = schedule.get("average_symmetries", False)
-        args.roll = schedule.get("roll") or None
+        args.roll = schedule.get("roll")
         args.move_wells = schedule.get("move_wells")
         args.average_rolls = schedule.get("average_rolls")
         args.train_fraction = stored.get("train_fraction")

@@ -87,20 +87,27 @@ def moved_wells(model, pooled: dict, config: dict) -> dict:
     }
 
 
+def focus_of(model) -> int:
+    """The focus (px) of the EDNN inside a saved model's wrappers (its first branch's)."""
+    while not hasattr(model, "focus"):
+        model = model.branches[0] if hasattr(model, "branches") else model.model
+    return model.focus[0]
+
+
 def rolled_images(model, pooled: dict, focus: int) -> dict:
-    """MAE of the model as given and averaged over the centred tile phases of each stride."""
-    inner = model.model if isinstance(model, TranslationAverage) else model
+    """MAE of ``model`` (not roll-averaged) as given and averaged over the centred tile
+    phases of each stride."""
     images = tm.image(pooled, "v_ext", tm.SCALES["v_ext"])
     truth = tm.energies(pooled).astype(np.float64)
-    result = {"as_given": mae(np.asarray(inner.predict(images, verbose=0), np.float64), truth)}
+    result = {"as_given": mae(np.asarray(model.predict(images, verbose=0), np.float64), truth)}
     for stride in STRIDES:
-        averaged = TranslationAverage(inner, tile_phases(focus, stride, centred=True))
+        averaged = TranslationAverage(model, tile_phases(focus, stride, centred=True))
         predicted = np.asarray(averaged.predict(images, batch_size=32, verbose=0), np.float64)
         result[f"stride_{stride}"] = mae(predicted, truth)
     return result
 
 
-def markdown(rows: dict, data: str, focus: int) -> str:
+def markdown(rows: dict, data: str) -> str:
     terms = "| T_s | E_ext | E_H | E_x | E_c | E_total |"
     lines = [
         f"Translation check on the pooled validation and test splits of `{data}`: MAE and "
@@ -117,7 +124,7 @@ def markdown(rows: dict, data: str, focus: int) -> str:
             ("mean over the moved copies", wells["mae_mean_over_moves_mHa"]),
             *(
                 (
-                    f"rolled images, stride {s} ({(focus // s) ** 2} rolls)",
+                    f"rolled images, stride {s} ({(row['focus'] // s) ** 2} rolls)",
                     row["rolled"][f"stride_{s}"],
                 )
                 for s in STRIDES
@@ -132,7 +139,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--names", nargs="+", required=True, help="run names (--name)")
-    parser.add_argument("--focus", type=int, default=16, help="the models' focus (px)")
     args = parser.parse_args(argv)
     paths = {n: args.out / f"{n}_{tm.energy_filename('v_ext')}" for n in args.names}
     missing = [str(p) for p in paths.values() if not p.exists()]
@@ -144,12 +150,14 @@ def main(argv: list[str] | None = None) -> dict:
     for name, path in paths.items():
         model = keras.saving.load_model(path, compile=False)
         inner = model.model if isinstance(model, TranslationAverage) else model
+        focus = focus_of(inner)
         rows[name] = {
+            "focus": focus,
             "moved_wells": moved_wells(inner, pooled, config),
-            "rolled": rolled_images(model, pooled, args.focus),
+            "rolled": rolled_images(inner, pooled, focus),
         }
         print(name, json.dumps(rows[name]), flush=True)
-    table = markdown(rows, str(args.data), args.focus)
+    table = markdown(rows, str(args.data))
     print(table)
     stem = f"{args.names[-1]}_translation"
     atomic_write_text(args.out / f"{stem}.json", json.dumps(rows, indent=1) + "\n")
