@@ -21,7 +21,12 @@ starts on the trunk's output grid of every layer.  The fused pass uses the very 
 the tile network (no copies), so it is differentiable and trains the tile network.
 
 :func:`can_fuse` says whether a network qualifies and why not; :class:`FusedTileNetwork` runs
-it.  :class:`ednn.model.EDNN` uses it by default where it can (``evaluation="auto"``).
+it.
+
+The same pass with a head of a smaller stride evaluates the tile network at every tile
+placement whose origin is a multiple of a ``step`` (a multiple of ``S`` dividing the focus)
+instead of the focus: the tiles of all ``(focus / step)²`` shifted tile grids at once, for
+about the trunk's work of one grid (:class:`ednn.model.EDNN`'s ``placement_step``).  :class:`ednn.model.EDNN` uses it by default where it can (``evaluation="auto"``).
 """
 
 from __future__ import annotations
@@ -128,15 +133,19 @@ def pad_context(images, context: int | Sequence[int], boundary: str = "periodic"
         The padded images, `(batch, H + 2 context[0], W + 2 context[1], C)`.
     """
     _, context, boundary = tiling_arguments(1, context, boundary)
+    return _pad(images, context, context, boundary)
+
+
+def _pad(images, low, high, boundary: str) -> tf.Tensor:
+    # Pads axes 1 and 2 by low[i] pixels before and high[i] after, zeros or wrapped round.
     images = tf.convert_to_tensor(images)
-    (c0, c1) = context
     if boundary == "zero":
-        return tf.pad(images, [[0, 0], [c0, c0], [c1, c1], [0, 0]])
+        return tf.pad(images, [[0, 0], [low[0], high[0]], [low[1], high[1]], [0, 0]])
     shape = tf.shape(images)
-    for axis, c in ((1, c0), (2, c1)):
-        if c:
+    for axis, before, after in ((1, low[0], high[0]), (2, low[1], high[1])):
+        if before or after:
             size = shape[axis]
-            index = tf.math.floormod(tf.range(-c, size + c), size)
+            index = tf.math.floormod(tf.range(-before, size + after), size)
             images = tf.gather(images, index, axis=axis)
     return images
 
@@ -201,6 +210,10 @@ class FusedTileNetwork:
         focus: Focus region in pixels, an int or a pair.
         context: Context in pixels on each side, an int or a pair.
         boundary: `"periodic"` or `"zero"`, for :meth:`__call__`.
+        step: Pixels between the tile origins evaluated, an int or a pair; a multiple of the
+            trunk's total stride that divides the focus.  `None` (the focus): one tile per
+            focus region.  A smaller step evaluates every placement of the tile grid shifted
+            by multiples of it (:meth:`__call__`).
 
     Raises:
         NotFusableError: (a `ValueError`) naming the layer that prevents fusion and why.
@@ -212,13 +225,22 @@ class FusedTileNetwork:
     Returns:
         The raw tile-network outputs per focus region, `(batch, H // f0, W // f1, n_targets)`,
         the same numbers as the tile network applied to each tile (before an EDNN's energy
-        scale and shift).
+        scale and shift).  With a `step` `k` smaller than the focus `f`, the outputs of the
+        tiles whose focus region starts at `(k0 i - (f0 - k0), k1 j - (f1 - k1))`: every
+        placement whose focus region overlaps the image, `((H + f0) / k0 - 1, (W + f1) / k1
+        - 1)` of them, the image padded as the boundary says; with a periodic boundary the
+        `(H / k0, W / k1)` placements starting at `(k0 i, k1 j)` (the others repeat them).
+        Each of the `(f0 / k0) (f1 / k1)` shifted grids is a subset of these that covers
+        the image once.
     """
 
-    def __init__(self, tile_network, focus, context, boundary: str = "periodic"):
+    def __init__(self, tile_network, focus, context, boundary: str = "periodic", step=None) -> None:
         self.tile_network = tile_network
         self.focus, self.context, self.boundary = tiling_arguments(focus, context, boundary)
         self.tile_shape = tuple(f + 2 * c for f, c in zip(self.focus, self.context, strict=True))
+        self.step = self.focus if step is None else as_int_pair(step, "step")
+        if any(f % k for f, k in zip(self.focus, self.step, strict=True)):
+            raise ValueError(f"`step` must divide the focus {self.focus}. Received: step={step!r}")
         self._plan()
 
     def _plan(self) -> None:
@@ -289,20 +311,31 @@ class FusedTileNetwork:
                 self._periodic_prefix, self._periodic_halo = index + 1, halo
 
     def _head_stride(self, stride, label) -> tuple[int, int]:
+        (spacing, what) = (
+            (self.focus, "focus") if self.step == self.focus else (self.step, "placement step")
+        )
         for axis in (0, 1):
-            if self.focus[axis] % stride[axis]:
+            if spacing[axis] % stride[axis]:
                 raise NotFusableError(
                     f"the trunk before {label} has total stride {stride}, which must divide "
-                    f"the focus {self.focus} so that every tile starts on its output grid"
+                    f"the {what} {spacing} so that every tile starts on its output grid"
                 )
-        return (self.focus[0] // stride[0], self.focus[1] // stride[1])
+        return (spacing[0] // stride[0], spacing[1] // stride[1])
 
     def __call__(self, images, training=None) -> tf.Tensor:
         images = tf.convert_to_tensor(images)
         with tf.control_dependencies(self._size_checks(images)):
-            if self.boundary == "periodic":
+            if self.step != self.focus:
+                # Tile origins k i from -(f - k) (zero; 0 when periodic) to H - k.
+                high = [
+                    c + f - k for c, f, k in zip(self.context, self.focus, self.step, strict=True)
+                ]
+                low = self.context if self.boundary == "periodic" else high
+                padded = _pad(images, low, high, self.boundary)
+            elif self.boundary == "periodic":
                 return self.on_periodic(images, training)
-            padded = pad_context(images, self.context, self.boundary)
+            else:
+                padded = pad_context(images, self.context, self.boundary)
         return self.on_padded(padded, training)
 
     def _size_checks(self, images) -> list:
@@ -334,7 +367,8 @@ class FusedTileNetwork:
             training: Passed to the layers.
 
         Returns:
-            `(batch, nH, nW, n_targets)`.
+            `(batch, nH, nW, n_targets)`; with a `step` smaller than the focus, the
+            placements `k` apart whose tiles fit in `padded`.
         """
         return self._run(tf.convert_to_tensor(padded), training)
 
@@ -360,6 +394,11 @@ class FusedTileNetwork:
         Returns:
             `(batch, H // f0, W // f1, n_targets)`.
         """
+        if self.step != self.focus:
+            raise ValueError(
+                f"`on_periodic` gives one tile per focus region; call the network for the "
+                f"placements of step {self.step}."
+            )
         x = tf.roll(tf.convert_to_tensor(images), shift=self.context, axis=(1, 2))
         return self._run(_wrap_periodic(x, self._periodic_halo), training, self._periodic_prefix)
 

@@ -251,6 +251,17 @@ class EDNN(ChecksImageArrays, keras.Model):
             over the whole padded image (:mod:`ednn.fused`; same outputs, ~(T/f)² less work;
             a `ValueError` if the tile network cannot be fused); `"auto"` fuses when the
             tile network allows it.  `call_on_tiles` always works tile by tile.
+        placement_step: `None`, or pixels (an int or a pair) by which the tile grid is
+            shifted: the outputs are then the mean of the tile sums over the `(f0 / k0)
+            (f1 / k1)` grids shifted by multiples of `k` (every grid whose tiles start
+            `k` apart), `energy_shift_per_tile` counted once per focus region of the image.
+            Cutting the image at fixed places makes an EDNN depend on where a feature sits
+            on the tiles; the mean over the placements does not, for shifts by multiples
+            of `k` (exactly for a periodic image rolled by them, and for an isolated
+            feature in an otherwise empty zero-boundary image moved by them).  `k` must
+            divide the focus and be a multiple of the tile network's total stride; the
+            placements are evaluated fused (:class:`ednn.fused.FusedTileNetwork` with
+            `step=k`), for about the trunk's work of one grid and `(f/k)²` times the head's.
         **kwargs: Base model keyword arguments, such as `name`.
 
     Call arguments:
@@ -275,6 +286,7 @@ class EDNN(ChecksImageArrays, keras.Model):
         n_channels: int | None = None,
         n_targets: int | None = None,
         evaluation: str = "auto",
+        placement_step: int | Sequence[int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -295,8 +307,24 @@ class EDNN(ChecksImageArrays, keras.Model):
                 f"`evaluation` must be one of {EVALUATIONS}. Received: evaluation={evaluation!r}"
             )
         self.evaluation = evaluation
+        self.placement_step = None
         self._fused = None
-        if evaluation != "tiles":
+        if placement_step is not None:
+            self.placement_step = as_int_pair(placement_step, "placement_step")
+            if evaluation == "tiles":
+                raise ValueError(
+                    '`placement_step` evaluates the placements fused. Received: evaluation="tiles"'
+                )
+            try:
+                self._fused = FusedTileNetwork(
+                    tile_network, focus, context, boundary, step=self.placement_step
+                )
+            except NotFusableError as error:
+                raise ValueError(
+                    f"`placement_step` needs a tile network that can be fused: {error}. "
+                    f"Received: placement_step={placement_step!r}"
+                ) from error
+        elif evaluation != "tiles":
             try:
                 self._fused = FusedTileNetwork(tile_network, focus, context, boundary)
             except NotFusableError as error:
@@ -352,7 +380,9 @@ class EDNN(ChecksImageArrays, keras.Model):
         """Returns each tile's contribution, shape `(batch, nH, nW, n_targets)`.
 
         The map sums to `self(images)` over its two grid axes; for an energy model it is
-        the local energy in eV of each focus region.
+        the local energy in eV of each focus region.  With a `placement_step`, the map is
+        that of every placement (:class:`ednn.fused.FusedTileNetwork`), each tile's output
+        divided by the number of shifted grids and the energy shift spread evenly.
         """
         (_, tile_map) = self._sum_over_tiles(images, training)
         return tile_map
@@ -396,6 +426,7 @@ class EDNN(ChecksImageArrays, keras.Model):
             "n_channels": self.n_channels,
             "n_targets": self.n_targets,
             "evaluation": self.evaluation,
+            "placement_step": None if self.placement_step is None else list(self.placement_step),
         }
 
     @classmethod
@@ -411,12 +442,29 @@ class EDNN(ChecksImageArrays, keras.Model):
         self._check_images_shape(images.shape)
         # A static channel count lets the tile network check its input shape when traced.
         images = tf.ensure_shape(images, [None, None, None, self.n_channels])
+        if self.placement_step is not None:
+            tile_map = self._placement_map(images, training)
+            return (tf.reduce_sum(tile_map, axis=[1, 2]), tile_map)
         if self._fused is not None:
             tile_map = self._fused(images, training=training)
             tile_map = apply_energy_affine(tile_map, self.energy_scale, self.energy_shift_per_tile)
             return (tf.reduce_sum(tile_map, axis=[1, 2]), tile_map)
         values = self._tile_values(self.extract_tiles(images), training)
         return self.sum_tiles(values, self.extract_tiles.grid_shape(images))
+
+    def _placement_map(self, images, training):
+        # mean over grids of sum(scale * out) + shift per focus region of the image, spread
+        # evenly over the placements' map.
+        raw = self._fused(images, training=training)
+        grids = math.prod(f // k for f, k in zip(self.focus, self.placement_step, strict=True))
+        shape = tf.shape(images)
+        regions = (shape[1] // self.focus[0]) * (shape[2] // self.focus[1])
+        placements = tf.shape(raw)[1] * tf.shape(raw)[2]
+        scale = tf.constant(self.energy_scale, raw.dtype) / grids
+        shift = tf.constant(self.energy_shift_per_tile, raw.dtype) * tf.cast(
+            regions / placements, raw.dtype
+        )
+        return raw * scale + shift
 
     def _tile_values(self, tiles, training):
         values = self.tile_network(tiles, training=training)
@@ -442,6 +490,7 @@ def build_ednn(
     energy_scale: float | Sequence[float] = 1.0,
     energy_shift_per_tile: float | Sequence[float] = 0.0,
     evaluation: str = "auto",
+    placement_step: int | Sequence[int] | None = None,
     name: str = "ednn",
     **tile_net_kwargs,
 ) -> EDNN:
@@ -460,6 +509,8 @@ def build_ednn(
         energy_scale: Fixed factor on every tile output, a float or one per target.
         energy_shift_per_tile: Fixed offset per tile (eV), a float or one per target.
         evaluation: `"auto"`, `"tiles"` or `"fused"` (see :class:`EDNN`).
+        placement_step: `None`, or the step of the tile placements averaged over (see
+            :class:`EDNN`).
         name: Name of the model.
         **tile_net_kwargs: Options of :func:`default_tile_network` (`conv_layers`,
             `dense_units`, `activation`, `padding`).
@@ -493,6 +544,7 @@ def build_ednn(
         n_channels=n_channels,
         n_targets=n_targets,
         evaluation=evaluation,
+        placement_step=placement_step,
         name=name,
     )
 

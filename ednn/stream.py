@@ -472,6 +472,12 @@ class _BandNetwork:
     def __init__(
         self, model, evaluation: str | None, batch_size: int | None, precision: str = "float32"
     ):
+        if getattr(model, "placement_step", None) is not None:
+            raise ValueError(
+                "streamed evaluation cuts a sheet into one grid of tiles; a model averaged "
+                f"over tile placements (placement_step={model.placement_step}) is not "
+                "supported yet: call the model on the image"
+            )
         use_fused = model.fused_network is not None
         if evaluation == "tiles":
             use_fused = False

@@ -575,6 +575,7 @@ def train_energy_model(
     baseline=None, pixel_area=None, v_ceiling=None, density_sqrt=False, width=1.0,
     init=None, loss_weights="spread", coarse=None, activation="relu",
     dense_units=ENERGY_DENSE_UNITS, grow_head=False, density_gradient=None, config=None,
+    placement_step=None, padding="same",
 ) -> tuple:  # fmt: skip
     """Trains the multi-output EDNN ``splits[key]`` image -> six energies (Ha).
 
@@ -608,7 +609,11 @@ def train_energy_model(
     input only): the weight of a second loss term, the error ``∫ |∂E_total/∂v / ΔA - n| / N``
     of the density the model's E_total implies by the Hellmann–Feynman theorem
     (:class:`ednn.density_gradient.DensityGradientFit`; ``pixel_area`` needed). ``config``:
-    the dataset's, needed by ``schedule.move_wells`` (its grid).
+    the dataset's, needed by ``schedule.move_wells`` (its grid). ``placement_step`` (pixels):
+    the EDNN's tile sum is the mean over the tile grids shifted by its multiples
+    (:class:`ednn.model.EDNN`), so where a well sits on the tiles matters only within the
+    step; training and the saved model alike. It needs ``padding="valid"`` (the convolutions'
+    padding; ``"same"`` by default): the placements are evaluated fused (:mod:`ednn.fused`).
     """
     keras.utils.set_random_seed(schedule.seed)
     (x_train, x_val, x_test) = (image(splits[s], key, scale) for s in ("train", "val", "test"))
@@ -643,6 +648,7 @@ def train_energy_model(
             len(TARGETS),
             **energy_architecture(width, dense_units),
             activation=activation,
+            padding=padding,
             **options,
         )
         if inputs:
@@ -670,6 +676,7 @@ def train_energy_model(
         energy_scale=[float(s) for s in std],
         energy_shift_per_tile=[float(m) / n_tiles for m in mean],
         metadata=metadata,
+        placement_step=placement_step,
         name=name or f"ednn_{key}",
     )
     if coarse is not None:
@@ -937,7 +944,9 @@ def tiles(model) -> str:
             tiles(b) if p == 1 else f"pooled {p}x: {tiles(b)}"
             for b, p in zip(model.branches, model.pools, strict=True)
         )
-    return f"{model.focus[0]}+2x{model.context[0]}"
+    step = getattr(model, "placement_step", None)
+    placed = "" if step is None else f", placements every {step[0]}"
+    return f"{model.focus[0]}+2x{model.context[0]}{placed}"
 
 
 def markdown(result: dict) -> str:
@@ -998,6 +1007,18 @@ def markdown(result: dict) -> str:
             "Every training potential was drawn anew with its well moved by up to "
             f"{result['schedule']['move_wells']} whole pixels along each axis each time it "
             "was drawn, as far as its density stays inside the box (`--move-wells`)."
+        )
+    if result.get("schedule", {}).get("padding", "same") == "valid":
+        lines.append(
+            'The energy networks\' convolutions are valid ones (`--padding valid`; "same" '
+            "by default): the EDNNs run fused (`ednn.fused`)."
+        )
+    if result.get("schedule", {}).get("placement_step"):
+        step = result["schedule"]["placement_step"]
+        lines.append(
+            f"The energy EDNNs sum their tiles averaged over the (focus/{step})² tile grids "
+            f"shifted by multiples of {step} pixels (`--placement-step`, "
+            "`ednn.model.EDNN(placement_step=...)`), in training and in the saved models."
         )
     if result.get("schedule", {}).get("average_rolls"):
         stride = result["schedule"]["average_rolls"]
@@ -1181,6 +1202,23 @@ def main(argv: list[str] | None = None) -> dict:
         help="SHO potential models: draw every training potential anew with its well moved "
         "by up to PIXELS whole pixels along each axis, as far as its density stays inside "
         "the box (a translation: the energies are unchanged)",
+    )
+    parser.add_argument(
+        "--padding",
+        choices=("same", "valid"),
+        default="same",
+        help='padding of the energy networks\' convolutions; "valid" ones let an EDNN run '
+        "fused (ednn.fused), as --placement-step needs",
+    )
+    parser.add_argument(
+        "--placement-step",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="energy models: average the tile sum over the tile grids shifted by multiples "
+        "of PIXELS (a divisor of --focus and a multiple of the network's stride 4): where a "
+        "feature sits on the tiles then matters only within PIXELS; (focus/PIXELS)² head "
+        "evaluations per focus region, ~3x the time per step at 4",
     )
     parser.add_argument(
         "--average-rolls",
@@ -1377,6 +1415,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.roll = schedule.get("roll")
         args.move_wells = schedule.get("move_wells")
         args.average_rolls = schedule.get("average_rolls")
+        args.placement_step = schedule.get("placement_step")
+        args.padding = schedule.get("padding", "same")
         args.train_fraction = stored.get("train_fraction")
         args.init_from = stored.get("init_from")
         extra = stored.get("extra_train_sizes")
@@ -1405,6 +1445,18 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(
             f"--average-rolls must be a positive divisor of --focus {args.focus}. "
             f"Received: {args.average_rolls}"
+        )
+    if args.placement_step is not None and (
+        args.placement_step < 1 or args.focus % args.placement_step
+    ):
+        parser.error(
+            f"--placement-step must be a positive divisor of --focus {args.focus}. "
+            f"Received: {args.placement_step}"
+        )
+    if args.placement_step is not None and args.padding != "valid":
+        parser.error(
+            "--placement-step evaluates the tile placements fused, which needs valid "
+            f"convolutions: pass --padding valid. Received: --padding {args.padding}"
         )
     if not (np.isfinite(args.width) and args.width > 0):
         parser.error(f"--width must be a positive number. Received: {args.width}")
@@ -1524,6 +1576,8 @@ def main(argv: list[str] | None = None) -> dict:
             "roll": args.roll,
             "move_wells": args.move_wells,
             "average_rolls": args.average_rolls,
+            "placement_step": args.placement_step,
+            "padding": args.padding,
             "loss_weights": args.loss_weights,
             "coarse": args.coarse,
             "density_gradient": args.density_gradient,
@@ -1603,7 +1657,7 @@ def main(argv: list[str] | None = None) -> dict:
                 loss_weights=args.loss_weights, coarse=args.coarse, activation=args.activation,
                 dense_units=tuple(args.dense_units), grow_head=grown_from is not None,
                 density_gradient=args.density_gradient if model_id == "v_ext" else None,
-                config=config,
+                config=config, placement_step=args.placement_step, padding=args.padding,
                 init=(
                     None if args.init_from is None
                     else output_path(args.out, args.init_from, energy_filename(model_id))

@@ -245,6 +245,8 @@ def test_spin_densities_are_a_model_input_of_spin_polarised_sets(script, tmp_pat
         (["--move-wells", "2", "--roll", "2", "--only", "v_ext"], "does not combine with --roll"),
         (["--average-rolls", "5"], "--average-rolls must be a positive divisor of --focus 16"),
         (["--average-rolls", "0"], "--average-rolls must be a positive divisor of --focus 16"),
+        (["--placement-step", "4"], "needs valid convolutions: pass --padding valid"),
+        (["--placement-step", "6", "--padding", "valid"], "positive divisor of --focus 16"),
     ],
 )
 def test_bad_options_are_refused(script, dataset, tmp_path, capsys, option, message):
@@ -670,6 +672,27 @@ def test_virial_checks_labels_and_predictions_and_projects_onto_the_relations(
     with pytest.raises(SystemExit):
         virial.main(["--data", str(polarised), "--out", str(tmp_path), "--name", "vir"])
     assert "needs a spin-unpolarised SHO dataset" in capsys.readouterr().err
+
+
+def test_placement_averaged_models_train_save_and_score(script, dataset, tmp_path):
+    arguments = ["--data", str(dataset), "--out", str(tmp_path), "--name", "placed",
+                 "--epochs", "1", "--minutes", "5", "--baseline", "count", "--only", "v_ext",
+                 "--padding", "valid", "--placement-step", "8"]  # fmt: skip
+    result = script.main(arguments)
+    assert result["schedule"]["placement_step"] == 8
+    assert result["schedule"]["padding"] == "valid"
+    assert result["tiles"]["v_ext"] == "16+2x8, placements every 8"
+    model = keras.saving.load_model(tmp_path / "placed_ednn_energies_from_v_ext.keras")
+    ednn_model = model.model
+    assert ednn_model.placement_step == (8, 8) and ednn_model.fused_network is not None
+    text = (tmp_path / "placed_train_models.md").read_text()
+    assert "shifted by multiples of 8 pixels (`--placement-step`" in text
+    assert "valid ones (`--padding valid`" in text
+    # --rescore rebuilds nothing and scores the saved model alike.
+    rescored = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "placed",
+                            "--rescore"])  # fmt: skip
+    assert rescored["energy_mae_mHa"]["v_ext"] == pytest.approx(result["energy_mae_mHa"]["v_ext"])
+    assert rescored["schedule"]["placement_step"] == 8
 
 
 def test_translation_check_measures_position_noise_and_rolled_averages(script, dataset, tmp_path):
