@@ -785,3 +785,17 @@ def test_sho_oracle_fits_the_labels_on_the_two_frequencies(dataset, tmp_path):
     blobs = {**test, "params": np.array(['{"kind": "blobs"}'] * len(test["id"]))}
     with pytest.raises(ValueError, match="needs SHO potentials"):
         oracle.frequencies(blobs)
+
+
+def test_placement_speed_times_every_variant_against_the_fused_model(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "placement_speed", SCRIPT.with_name("placement_speed.py")
+    )
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    out = tmp_path / "speed.json"
+    result = speed.main(["--repeats", "1", "--steps", "1", "--output", str(out)])
+    assert set(result["rows"]) == set(speed.VARIANTS)
+    assert result["rows"]["valid, fused"]["ratio"] == 1.0
+    assert all(row["ms_per_step"] > 0 for row in result["rows"].values())
+    assert json.loads(out.read_text()) == result
