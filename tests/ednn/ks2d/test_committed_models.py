@@ -1,7 +1,8 @@
 """The committed ks2d results can be reproduced from the committed files alone.
 
-Loads the best stored GGA potential model with plain Keras (as docs/ks2d.md shows), scores
-the test split of its committed dataset and compares with the MAE its results file states.
+Loads stored potential models with plain Keras (as docs/ks2d.md shows): the best GGA one and
+a hybrid one averaged over tile placements (`placement_step`); scores the test split of
+its committed dataset and compares with the MAE its results file states.
 Hartree atomic units; errors in mHa.
 """
 
@@ -16,18 +17,23 @@ import ednn  # noqa: F401  (registers the Keras objects)
 from ednn.ks2d.generate import load_dataset
 
 ROOT = Path(__file__).resolve().parents[3]
-RUN = "sho-gga-2k-big2-restart2"
-MODEL = ROOT / "experiments/ks2d/results" / f"{RUN}_ednn_energies_from_v_ext.keras"
-RESULTS = ROOT / "experiments/ks2d/results" / f"{RUN}_train_models.json"
+RESULTS = ROOT / "experiments/ks2d/results"
+RUNS = ["sho-gga-2k-big2-restart2", "sho-hybrid-e100-valid-placed4-seed1"]
 
 
-@pytest.mark.skipif(not (MODEL.exists() and RESULTS.exists()), reason=f"run {RUN} not present")
-def test_stored_gga_potential_model_reproduces_its_results_table():
-    stored = json.loads(RESULTS.read_text())
+@pytest.mark.parametrize("run", RUNS)
+def test_stored_potential_model_reproduces_its_results_table(run):
+    (model_path, results) = (
+        RESULTS / f"{run}_ednn_energies_from_v_ext.keras",
+        RESULTS / f"{run}_train_models.json",
+    )
+    if not (model_path.exists() and results.exists()):
+        pytest.skip(f"run {run} not present")
+    stored = json.loads(results.read_text())
     data = ROOT / stored["data"]
     if not (data / "config.json").exists():
         pytest.skip(f"dataset {stored['data']} not present")
-    model = keras.saving.load_model(MODEL)
+    model = keras.saving.load_model(model_path)
     meta = model.metadata
     assert meta["units"] == "Ha" and meta["provenance"]["input"] == "v_ext"
     test = load_dataset(data, split="test")
