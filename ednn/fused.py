@@ -21,12 +21,12 @@ starts on the trunk's output grid of every layer.  The fused pass uses the very 
 the tile network (no copies), so it is differentiable and trains the tile network.
 
 :func:`can_fuse` says whether a network qualifies and why not; :class:`FusedTileNetwork` runs
-it.
+it.  :class:`ednn.model.EDNN` uses it by default where it can (``evaluation="auto"``).
 
 The same pass with a head of a smaller stride evaluates the tile network at every tile
 placement whose origin is a multiple of a ``step`` (a multiple of ``S`` dividing the focus)
 instead of the focus: the tiles of all ``(focus / step)²`` shifted tile grids at once, for
-about the trunk's work of one grid (:class:`ednn.model.EDNN`'s ``placement_step``).  :class:`ednn.model.EDNN` uses it by default where it can (``evaluation="auto"``).
+about the trunk's work of one grid (:class:`ednn.model.EDNN`'s ``placement_step``).
 """
 
 from __future__ import annotations

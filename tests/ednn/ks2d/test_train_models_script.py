@@ -688,7 +688,7 @@ def test_placement_averaged_models_train_save_and_score(script, dataset, tmp_pat
     text = (tmp_path / "placed_train_models.md").read_text()
     assert "shifted by multiples of 8 pixels (`--placement-step`" in text
     assert "valid ones (`--padding valid`" in text
-    # --rescore rebuilds nothing and scores the saved model alike.
+    # --rescore trains nothing and scores the saved model alike.
     rescored = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "placed",
                             "--rescore"])  # fmt: skip
     assert rescored["energy_mae_mHa"]["v_ext"] == pytest.approx(result["energy_mae_mHa"]["v_ext"])
