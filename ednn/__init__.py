@@ -29,6 +29,7 @@ _NOISE = (
 _KERAS_MODULES = (
     "count_baseline",
     "dcign",
+    "ensemble",
     "density_gradient",
     "layers",
     "losses",

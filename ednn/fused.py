@@ -24,9 +24,11 @@ the tile network (no copies), so it is differentiable and trains the tile networ
 it.  :class:`ednn.model.EDNN` uses it by default where it can (``evaluation="auto"``).
 
 The same pass with a head of a smaller stride evaluates the tile network at every tile
-placement whose origin is a multiple of a ``step`` (a multiple of ``S`` dividing the focus)
-instead of the focus: the tiles of all ``(focus / step)²`` shifted tile grids at once, for
-about the trunk's work of one grid (:class:`ednn.model.EDNN`'s ``placement_step``).
+placement whose origin is a multiple of a ``step`` (dividing the focus) instead of the focus:
+the tiles of all ``(focus / step)²`` shifted tile grids at once (:class:`ednn.model.EDNN`'s
+``placement_step``).  A step that is a multiple of ``S`` takes one pass of the trunk, for about
+the trunk's work of one grid; a step ``k`` that divides ``S`` takes ``(S / k)²`` passes, each
+over the image shifted by a multiple of ``k``, their maps interleaved.
 """
 
 from __future__ import annotations
@@ -210,10 +212,11 @@ class FusedTileNetwork:
         focus: Focus region in pixels, an int or a pair.
         context: Context in pixels on each side, an int or a pair.
         boundary: `"periodic"` or `"zero"`, for :meth:`__call__`.
-        step: Pixels between the tile origins evaluated, an int or a pair; a multiple of the
-            trunk's total stride that divides the focus.  `None` (the focus): one tile per
-            focus region.  A smaller step evaluates every placement of the tile grid shifted
-            by multiples of it (:meth:`__call__`).
+        step: Pixels between the tile origins evaluated, an int or a pair dividing the
+            focus.  `None` (the focus): one tile per focus region.  A smaller step evaluates
+            every placement of the tile grid shifted by multiples of it (:meth:`__call__`):
+            in one pass of the trunk when the trunk's total stride `S` divides it, in
+            `S / k` passes per axis (attribute `phases`) when it divides `S`.
 
     Raises:
         NotFusableError: (a `ValueError`) naming the layer that prevents fusion and why.
@@ -241,6 +244,8 @@ class FusedTileNetwork:
         self.step = self.focus if step is None else as_int_pair(step, "step")
         if any(f % k for f, k in zip(self.focus, self.step, strict=True)):
             raise ValueError(f"`step` must divide the focus {self.focus}. Received: step={step!r}")
+        # Passes of the trunk per axis: S / k for a step k below the trunk's stride S.
+        self.phases = (1, 1)
         self._plan()
 
     def _plan(self) -> None:
@@ -311,20 +316,32 @@ class FusedTileNetwork:
                 self._periodic_prefix, self._periodic_halo = index + 1, halo
 
     def _head_stride(self, stride, label) -> tuple[int, int]:
-        (spacing, what) = (
-            (self.focus, "focus") if self.step == self.focus else (self.step, "placement step")
-        )
+        if self.step == self.focus:
+            for axis in (0, 1):
+                if self.focus[axis] % stride[axis]:
+                    raise NotFusableError(
+                        f"the trunk before {label} has total stride {stride}, which must "
+                        f"divide the focus {self.focus} so that every tile starts on its "
+                        "output grid"
+                    )
+            return (self.focus[0] // stride[0], self.focus[1] // stride[1])
         for axis in (0, 1):
-            if spacing[axis] % stride[axis]:
+            if self.step[axis] % stride[axis] and stride[axis] % self.step[axis]:
                 raise NotFusableError(
                     f"the trunk before {label} has total stride {stride}, which must divide "
-                    f"the {what} {spacing} so that every tile starts on its output grid"
+                    f"the placement step {self.step} or be a multiple of it, so that the "
+                    "tiles of each pass start on its output grid"
                 )
-        return (spacing[0] // stride[0], spacing[1] // stride[1])
+        # A step k >= S: one pass, a head of stride k / S.  A step k < S: S / k passes, each
+        # over the image shifted by a multiple of k, a head of stride 1 (_phased_placements).
+        self.phases = tuple(max(s // k, 1) for k, s in zip(self.step, stride, strict=True))
+        return tuple(max(k // s, 1) for k, s in zip(self.step, stride, strict=True))
 
     def __call__(self, images, training=None) -> tf.Tensor:
         images = tf.convert_to_tensor(images)
         with tf.control_dependencies(self._size_checks(images)):
+            if self.phases != (1, 1):
+                return self._phased_placements(images, training)
             if self.step != self.focus:
                 # Tile origins k i from -(f - k) (zero; 0 when periodic) to H - k.
                 high = [
@@ -337,6 +354,45 @@ class FusedTileNetwork:
             else:
                 padded = pad_context(images, self.context, self.boundary)
         return self.on_padded(padded, training)
+
+    def _phased_placements(self, images, training) -> tf.Tensor:
+        # A step k below the trunk's stride S: the placement of origin index q (origin
+        # k q - (f - k), or k q when periodic) falls in pass r = q mod R (R = S / k) as its
+        # (q // R)-th tile; each pass runs the trunk over the image padded (or rolled) so that
+        # its first tile starts at the pass's first origin.  The maps are interleaved back.
+        shape = tf.shape(images)
+        periodic = self.boundary == "periodic"
+        counts = []  # per axis: all placements Q, and the tiles of each pass
+        for axis in (0, 1):
+            (f, k, R) = (self.focus[axis], self.step[axis], self.phases[axis])
+            total = shape[axis + 1] // k if periodic else (shape[axis + 1] + f) // k - 1
+            counts.append((total, [(total - r + R - 1) // R for r in range(R)]))
+        passes = []
+        for r0 in range(self.phases[0]):
+            row = []
+            for r1 in range(self.phases[1]):
+                (low, high, x) = ([], [], images)
+                for axis, r in ((0, r0), (1, r1)):
+                    (f, k, c) = (self.focus[axis], self.step[axis], self.context[axis])
+                    apart = k * self.phases[axis]  # the pass's tiles: S apart, or k if k >= S
+                    if periodic:  # the H / apart tiles from origin k r, rolled to 0
+                        x = tf.roll(x, shift=-k * r, axis=axis + 1)
+                        (low, high) = ([*low, c], [*high, c + f - apart])
+                        continue
+                    first = k * r - (f - k)
+                    last = first + apart * (counts[axis][1][r] - 1)
+                    low.append(c - first)
+                    high.append(last + f + c - shape[axis + 1])
+                tile_map = self.on_padded(_pad(x, low, high, self.boundary), training)
+                # Passes past the first hold one tile fewer where R does not divide Q.
+                size = tf.shape(tile_map)
+                missing = [counts[0][1][0] - size[1], counts[1][1][0] - size[2]]
+                row.append(tf.pad(tile_map, [[0, 0], [0, missing[0]], [0, missing[1]], [0, 0]]))
+            passes.append(tf.stack(row, axis=3))  # (batch, n0, n1, R1, T)
+        stacked = tf.stack(passes, axis=2)  # (batch, n0, R0, n1, R1, T)
+        s = tf.shape(stacked)
+        interleaved = tf.reshape(stacked, [s[0], s[1] * s[2], s[3] * s[4], s[5]])
+        return interleaved[:, : counts[0][0], : counts[1][0]]
 
     def _size_checks(self, images) -> list:
         # A size that the focus does not divide would silently drop the last partial region.

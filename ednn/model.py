@@ -259,9 +259,10 @@ class EDNN(ChecksImageArrays, keras.Model):
             on the tiles; the mean over the placements does not, for shifts by multiples
             of `k` (exactly for a periodic image rolled by them, and for an isolated
             feature in an otherwise empty zero-boundary image moved by them).  `k` must
-            divide the focus and be a multiple of the tile network's total stride; the
-            placements are evaluated fused (:class:`ednn.fused.FusedTileNetwork` with
-            `step=k`), for about the trunk's work of one grid and `(f/k)²` times the head's.
+            divide the focus and be a multiple of the tile network's total stride `S` or
+            divide it; the placements are evaluated fused
+            (:class:`ednn.fused.FusedTileNetwork` with `step=k`), for about the trunk's work
+            of one grid (`(S / k)²` grids when `k < S`) and `(f/k)²` times the head's.
         **kwargs: Base model keyword arguments, such as `name`.
 
     Call arguments:

@@ -9,7 +9,8 @@ energy network (`train_models.py`'s architecture, dense head 256, 256) on a batc
 
 * "same"-padded convolutions evaluated tile by tile (what the production models use),
 * "valid" ones evaluated fused (`--padding valid`),
-* "valid" ones averaged over placements every 8 and every 4 pixels (`--placement-step`),
+* "valid" ones averaged over placements every 8, 4 and 2 pixels (`--placement-step`; 2 is
+  below the trunk's stride 4, so 4 passes of the trunk),
 
 side by side in one process (each variant's steps interleaved with the others', best of
 `--repeats` rounds), and reports each as a ratio to the fused plain model:
@@ -43,6 +44,7 @@ VARIANTS = {
     "valid, fused": ("valid", None),
     "valid, placements every 8": ("valid", 8),
     "valid, placements every 4": ("valid", 4),
+    "valid, placements every 2": ("valid", 2),
 }
 (BATCH, SIZE, FOCUS, CONTEXT, CHANNELS) = (16, 48, 16, 8, 2)
 

@@ -1216,9 +1216,9 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         metavar="PIXELS",
         help="energy models: average the tile sum over the tile grids shifted by multiples "
-        "of PIXELS (a divisor of --focus and a multiple of the network's stride 4): where a "
-        "feature sits on the tiles then matters only within PIXELS; (focus/PIXELS)² head "
-        "evaluations per focus region, ~3x the time per step at 4",
+        "of PIXELS (a divisor of --focus): where a feature sits on the tiles then matters "
+        "only within PIXELS; (focus/PIXELS)² head evaluations per focus region, ~3x the time "
+        "per step at 4; below the network's stride 4, (4/PIXELS)² passes of its trunk",
     )
     parser.add_argument(
         "--average-rolls",

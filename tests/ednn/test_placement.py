@@ -13,7 +13,8 @@ from ednn.model import build_ednn
 
 FOCUS = 16
 CONTEXT = 8
-# Total stride 4 (as the ks2d energy networks): steps 4 and 8 fuse, 2 does not.
+# Total stride 4 (as the ks2d energy networks): steps 4 and 8 take one pass of the trunk,
+# 2 and 1 take 2 and 4 passes per axis.
 NET = {
     "conv_layers": [(6, 3, 2, 1), (6, 3, 1, 2), (8, 3, 2, 1)],
     "dense_units": [12],
@@ -41,9 +42,10 @@ def shifted_grid_means(plain, x, step, boundary):
     """The mean over the grids shifted by multiples of `step` of the plain EDNN's tile sum,
     the energy shift counted once per focus region of `x`."""
     regions = (x.shape[1] // FOCUS) * (x.shape[2] // FOCUS)
+    (step0, step1) = (step, step) if isinstance(step, int) else step
     sums = []
-    for a in range(0, FOCUS, step):
-        for b in range(0, FOCUS, step):
+    for a in range(0, FOCUS, step0):
+        for b in range(0, FOCUS, step1):
             if boundary == "periodic":
                 sums.append(plain(np.roll(x, (-a, -b), axis=(1, 2))).numpy())
                 continue
@@ -55,7 +57,7 @@ def shifted_grid_means(plain, x, step, boundary):
 
 
 @pytest.mark.parametrize("boundary", ["zero", "periodic"])
-@pytest.mark.parametrize("step", [4, 8])
+@pytest.mark.parametrize("step", [4, 8, 2, 1])
 def test_placed_model_is_the_mean_over_shifted_tile_grids(boundary, step):
     (plain, placed) = plain_and_placed(boundary, step)
     x = images()
@@ -69,6 +71,31 @@ def test_placed_model_is_the_mean_over_shifted_tile_grids(boundary, step):
         per_axis = [n // step for n in x.shape[1:3]]
     assert tile_map.shape == (2, *per_axis, 2)
     np.testing.assert_allclose(tf.reduce_sum(tile_map, [1, 2]), placed(x), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("boundary", ["zero", "periodic"])
+def test_steps_below_the_trunk_stride_interleave_the_passes(boundary):
+    """Every other placement of step 2 is one of step 4, in place; mixed steps per axis."""
+    (plain, _) = plain_and_placed(boundary)
+    x = images(seed=3)
+    maps = {
+        step: FusedTileNetwork(plain.tile_network, FOCUS, CONTEXT, boundary, step=step)(x)
+        for step in (4, (2, 8), 2)
+    }
+    assert FusedTileNetwork(plain.tile_network, FOCUS, CONTEXT, step=2).phases == (2, 2)
+    # Zero boundary: origins 2 q - 14 and 4 i - 12; periodic: 2 q and 4 i.
+    odd = slice(1, None, 2) if boundary == "zero" else slice(0, None, 2)
+    np.testing.assert_allclose(maps[2].numpy()[:, odd, odd], maps[4], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        maps[2].numpy()[:, :, slice(0 if boundary == "periodic" else 3, None, 4)],
+        maps[(2, 8)],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    (_, mixed) = plain_and_placed(boundary, (2, 8))
+    np.testing.assert_allclose(
+        mixed(x), shifted_grid_means(plain, x, (2, 8), boundary), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_periodic_placed_model_is_invariant_under_rolls_by_the_step():
@@ -115,7 +142,6 @@ def test_a_model_saved_without_placements_loads_as_one(tmp_path):
     ("kwargs", "message"),
     [
         ({"placement_step": 6}, "`step` must divide the focus (16, 16)"),
-        ({"placement_step": 2}, "must divide the placement step (2, 2)"),
         ({"placement_step": 4, "evaluation": "tiles"}, "evaluates the placements fused"),
     ],
 )
@@ -123,6 +149,12 @@ def test_bad_placement_steps_are_refused(kwargs, message):
     (plain, _) = plain_and_placed("zero")
     with pytest.raises(ValueError, match=re.escape(message)):
         build_ednn(FOCUS, CONTEXT, tile_network=plain.tile_network, boundary="zero", **kwargs)
+
+
+def test_steps_neither_dividing_nor_divided_by_the_trunk_stride_are_refused():
+    (plain, _) = plain_and_placed("zero")  # total stride 4, tiles of 32 pixels
+    with pytest.raises(ValueError, match=re.escape("must divide the placement step (6, 6) or be")):
+        build_ednn(24, 4, tile_network=plain.tile_network, boundary="zero", placement_step=6)
 
 
 def test_same_padding_networks_cannot_average_placements():

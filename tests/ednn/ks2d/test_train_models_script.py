@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ednn.count_baseline import CountBaseline
+from ednn.ensemble import ModelAverage
 from ednn.ks2d import generate as gen
 from ednn.ks2d.grid import apply_symmetry
 from ednn.layers import AppendSqrt, ChannelCeiling
@@ -276,6 +277,25 @@ def test_ensemble_scores_each_model_and_their_mean(script, dataset, tmp_path):
         assert value <= (maes[0][term] + maes[1][term]) / 2 + 1e-9
     assert len(result["e_total_error_correlation"]) == 2
     assert (tmp_path / "data_ensemble_v_ext_pair.md").exists()
+    # Weights fit on the validation split, the ensemble saved as one model.
+    weighted = ensemble.main(["--data", str(dataset), "--out", str(tmp_path),
+                              "--names", "seed0", "seed1", "--fit-weights",
+                              "--save", "both"])  # fmt: skip
+    weights = list(weighted["weights"].values())
+    assert sum(weights) == pytest.approx(1, abs=1e-3) and min(weights) >= 0
+    label = "weighted mean (weights fit on val)"
+    # Equal weights are where the search starts: it ends no worse on the validation split.
+    assert (
+        weighted["val_e_total_mae_mHa"][label]
+        <= result["val_e_total_mae_mHa"]["mean of the models"] + 1e-6
+    )
+    saved = keras.saving.load_model(tmp_path / "both_ednn_energies_from_v_ext.keras")
+    assert isinstance(saved, ModelAverage)
+    np.testing.assert_allclose(saved.member_weights, weights, atol=1e-4)
+    test = script.load_splits(dataset)[0]["test"]
+    predicted = saved.predict(script.image(test, "v_ext", script.V_SCALE), verbose=0)
+    scored = script.mae_mHa(script.energies(test).astype(np.float64), predicted)
+    assert scored["e_total"] == pytest.approx(weighted["test_mae_mHa"][label]["e_total"], rel=1e-3)
     with pytest.raises(SystemExit):
         ensemble.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "seed0"])
     with pytest.raises(SystemExit):
