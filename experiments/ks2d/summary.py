@@ -4,7 +4,9 @@ Reads every ``<name>_train_models.json`` (models as trained) and ``<name>_symmet
 (the same models averaged over the grid's symmetries, ``symmetrize.py``) in the results
 folder and keeps, for each dataset and model (energies from the density, the potential,
 the spin densities, the cross-functional transfer; the DCIGN), the run with the lowest test
-E_total MAE (for the DCIGN: test ∫|Δn| / N). Writes ``summary.{md,json}`` there:
+E_total MAE (for the DCIGN: test ∫|Δn| / N). The averages of several models scored by
+``ensemble.py`` (``<dataset>_ensemble_<input>[_<label>].json``) compete too, as
+``ensemble of <members>``. Writes ``summary.{md,json}`` there:
 
     python experiments/ks2d/summary.py
 
@@ -95,7 +97,35 @@ def candidates(results: Path) -> tuple[list[dict], list[dict]]:
                 "epochs": epochs_through_restarts(runs, stored, kind),
                 "mae_mHa": rows["averaged"]["test"],
             })  # fmt: skip
+    energy.extend(ensemble_rows(results, runs))
     return energy, dcign
+
+
+def ensemble_rows(results: Path, runs: dict[str, dict]) -> list[dict]:
+    """The mean (or weighted mean) of each ``ensemble.py`` result, as energy rows."""
+    rows = []
+    for path in sorted(results.glob("*_ensemble_*.json")):
+        stored = json.loads(path.read_text())
+        table = stored.get("test_mae_mHa", {})
+        means = [k for k in table if k.startswith(("mean of the models", "weighted mean"))]
+        if not means or "data" not in stored:
+            continue
+        members = [k for k in table if k not in means]
+        weights = stored.get("weights")
+        named = [
+            m if weights is None else f"{m} ×{weights[m]:.2f}"
+            for m in members
+            if weights is None or weights[m] > 0
+        ]
+        averaged = bool(stored.get("average_symmetries")) or all(
+            runs.get(m, {}).get("schedule", {}).get("average_symmetries") for m in members
+        )
+        rows.append({
+            "data": stored["data"], "kind": stored.get("input", "v_ext"),
+            "run": f"ensemble of {', '.join(named)} (`{path.stem}`)", "averaged": averaged,
+            "extra_train_samples": 0, "epochs": "–", "mae_mHa": table[means[0]],
+        })  # fmt: skip
+    return rows
 
 
 def best(energy: list[dict], dcign: list[dict]) -> dict:

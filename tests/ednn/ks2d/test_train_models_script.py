@@ -581,6 +581,16 @@ def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
     row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
     assert (row["run"], row["epochs"], row["extra_train_samples"]) == ("again", "90+30", 7)
     assert "| again (+7 train samples) | 90+30 | no |" in (tmp_path / "summary.md").read_text()
+    # An ensemble (ensemble.py) competes, its members named with their weights.
+    write("d_ensemble_v_ext_pair", {"data": "d", "input": "v_ext", "average_symmetries": False,
+                                    "weights": {"again": 0.75, "long": 0.25, "short": 0.0},
+                                    "test_mae_mHa": {"again": energies(3.0), "long": energies(5.0),
+                                                     "short": energies(9.0),
+                                                     "weighted mean (weights fit on val)":
+                                                         energies(2.5)}})  # fmt: skip
+    row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
+    assert row["run"] == "ensemble of again ×0.75, long ×0.25 (`d_ensemble_v_ext_pair`)"
+    assert (row["mae_mHa"]["e_total"], row["averaged"]) == (2.5, False)
     with pytest.raises(SystemExit):
         summary.main(["--results", str(tmp_path / "empty")])
 
