@@ -176,6 +176,41 @@ WRAPPER_KEYS = {
 }
 
 
+def _unwrap(model, path) -> tuple:
+    """The EDNN (or MultiScaleEDNN) inside the weightless wrappers, and those wrappers."""
+    from ednn.model import EDNN
+    from ednn.multiscale import MultiScaleEDNN
+
+    wrappers = []
+    while not isinstance(model, EDNN) and type(model).__name__ in WRAPPER_KEYS:
+        config = model.get_config()
+        keys = WRAPPER_KEYS[type(model).__name__]
+        wrappers.append(f"{type(model).__name__}({', '.join(f'{k}={config[k]}' for k in keys)})")
+        model = model.model
+    if not isinstance(model, EDNN | MultiScaleEDNN):
+        raise TypeError(
+            f"Expected {path!r} to hold an EDNN model. Received: a {type(model).__name__}"
+        )
+    return (model, wrappers)
+
+
+def _branches(model) -> tuple[list, list]:
+    from ednn.multiscale import MultiScaleEDNN
+
+    if isinstance(model, MultiScaleEDNN):
+        return (list(model.branches), list(model.pools))
+    return ([model], [1])
+
+
+def _tiling(branch) -> str:
+    step = getattr(branch, "placement_step", None)
+    return (
+        f"focus {branch.focus} px, context {branch.context} px, tile {branch.tile_shape}, "
+        f"boundary {branch.boundary}"
+        + ("" if step is None else f", mean over tile placements every {step} px")
+    )
+
+
 def info_main(argv: Sequence[str] | None = None) -> int:
     """``ednn info MODEL``: what a saved model computes and from what."""
     parser = argparse.ArgumentParser(prog="ednn info", description="Describe a saved ednn model.")
@@ -186,8 +221,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import keras
 
-    from ednn.model import EDNN
-    from ednn.multiscale import MultiScaleEDNN
+    from ednn.ensemble import ModelAverage
 
     path = args.model
     if path is None:
@@ -197,25 +231,22 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     try:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such file")
-        (model, wrappers) = (keras.saving.load_model(path, compile=False), [])
+        loaded = keras.saving.load_model(path, compile=False)
+        # An ensemble: each member described; the rest of the report is its first member's.
+        members = [
+            (weight, *_unwrap(member, path))
+            for (member, weight) in (
+                zip(loaded.members, loaded.member_weights, strict=True)
+                if isinstance(loaded, ModelAverage)
+                else []
+            )
+        ]
         # Wrappers without weights of their own (symmetry average, reference per count).
-        while not isinstance(model, EDNN) and type(model).__name__ in WRAPPER_KEYS:
-            config = model.get_config()
-            keys = WRAPPER_KEYS[type(model).__name__]
-            wrappers.append(
-                f"{type(model).__name__}({', '.join(f'{k}={config[k]}' for k in keys)})"
-            )
-            model = model.model
-        if not isinstance(model, EDNN | MultiScaleEDNN):
-            raise TypeError(
-                f"Expected {path!r} to hold an EDNN model. Received: a {type(model).__name__}"
-            )
+        (model, wrappers) = (members[0][1], members[0][2]) if members else _unwrap(loaded, path)
     except (OSError, ValueError, TypeError) as err:
         print(f"ednn info: error: {err}", file=sys.stderr)
         return 1
-    (branches, pools) = (
-        (model.branches, model.pools) if isinstance(model, MultiScaleEDNN) else ([model], [1])
-    )
+    (branches, pools) = _branches(model)
     first = branches[0]
     report = {
         "path": path,
@@ -224,10 +255,21 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         "context_px": list(first.context),
         "boundary": first.boundary,
         "tile_shape": list(first.tile_shape),
+        "placement_step": None if first.placement_step is None else list(first.placement_step),
         "n_targets": model.n_targets,
-        "parameters": int(model.count_params()),
+        "parameters": int(loaded.count_params()),
         "metadata": model.metadata,
     }
+    if members:
+        report["members"] = [
+            {
+                "weight": weight,
+                "wrappers": member_wrappers,
+                "tiling": [_tiling(b) for b in _branches(member)[0]],
+                "parameters": int(member.count_params()),
+            }
+            for (weight, member, member_wrappers) in members
+        ]
     if len(branches) > 1:  # MultiScaleEDNN: the tiling of every branch
         report["branches"] = [
             {
@@ -245,6 +287,15 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     meta = report["metadata"]
     raster = meta.get("raster", {})
     print(f"{path}")
+    if members:
+        print(f"  ensemble (ModelAverage) of {len(members)} models, the weighted mean:")
+        for index, member in enumerate(report["members"]):
+            around = "".join(f"{w} around " for w in member["wrappers"])
+            print(
+                f"    {index + 1}. weight {member['weight']:.3f}: {around}"
+                f"{'; '.join(member['tiling'])}; {member['parameters']:,} parameters"
+            )
+        print("  member 1:")
     for wrapper in wrappers:
         print(f"  around the EDNN: {wrapper}")
     print(f"  targets: {', '.join(meta.get('target_names', []))} ({meta.get('units', '?')})")
@@ -258,10 +309,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         print(f"  input: {first.n_channels}-channel images (no atom rasterization recorded)")
     for branch, pool in zip(branches, pools, strict=True):
         prefix = "  " if len(branches) == 1 else f"  branch on the image pooled {pool}x: "
-        print(
-            f"{prefix}focus {branch.focus} px, context {branch.context} px, tile "
-            f"{branch.tile_shape}, boundary {branch.boundary}"
-        )
+        print(f"{prefix}{_tiling(branch)}")
     print(f"  parameters: {report['parameters']:,}")
     for key in ("reference_energies", "provenance", "metrics", "ednn_version", "created"):
         if key in meta:

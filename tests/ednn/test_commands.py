@@ -146,3 +146,25 @@ def test_info_describes_every_branch_of_a_multiscale_model(tmp_path, capsys):
     assert cli.main(["info", str(tmp_path / "multiscale.keras")]) == 0
     text = capsys.readouterr().out
     assert "branch on the image pooled 2x: focus (2, 2) px, context (3, 3) px" in text
+
+
+def test_info_describes_each_member_of_an_ensemble(tmp_path, capsys):
+    from ednn.ensemble import ModelAverage
+    from ednn.model import build_ednn
+    from ednn.symmetry import SymmetryAverage
+
+    small = {"n_channels": 2, "dense_units": [4], "padding": "valid", "boundary": "zero",
+             "metadata": {"units": "Ha"}}  # fmt: skip
+    plain = build_ednn(8, 4, conv_layers=[(2, 3, 2, 1)], **small)
+    placed = build_ednn(8, 4, conv_layers=[(3, 3, 2, 1)], placement_step=4, **small)
+    ModelAverage([plain, SymmetryAverage(placed)], [1.0, 3.0]).save(tmp_path / "pair.keras")
+    assert cli.main(["info", str(tmp_path / "pair.keras"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [m["weight"] for m in report["members"]] == [0.25, 0.75]
+    assert report["members"][1]["wrappers"][0].startswith("SymmetryAverage(")
+    assert "placements every (4, 4) px" in report["members"][1]["tiling"][0]
+    assert report["parameters"] == plain.count_params() + placed.count_params()
+    assert cli.main(["info", str(tmp_path / "pair.keras")]) == 0
+    text = capsys.readouterr().out
+    assert "ensemble (ModelAverage) of 2 models" in text
+    assert "2. weight 0.750: SymmetryAverage(elements=[0, 1, 2, 3, 4, 5, 6, 7]" in text
