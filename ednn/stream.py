@@ -435,11 +435,15 @@ def _tile_network_in(model, precision: str):
 
 def _compiled(model, path: str, precision: str = "float32"):
     # path: "tiles" (a batch of tiles), "fused" (a padded band) or "periodic" (a whole
-    # periodic image, no halo).
+    # periodic image, no halo).  A model averaged over tile placements gives the outputs of
+    # every placement of the band, scaled but not shifted (_BandNetwork sums them per region).
     cache = _COMPILED.setdefault(model, {})
     key = (path, precision)
     if key not in cache:
+        step = getattr(model, "placement_step", None)
         scale, shift = model.energy_scale, model.energy_shift_per_tile
+        if step is not None:
+            shift = 0.0
         signature = [tf.TensorSpec([None, None, None, model.n_channels], tf.float32)]
         network = _tile_network_in(model, precision)
         if path == "tiles":
@@ -449,7 +453,9 @@ def _compiled(model, path: str, precision: str = "float32"):
         else:
             fused = model.fused_network
             if network is not model.tile_network:
-                fused = FusedTileNetwork(network, model.focus, model.context, model.boundary)
+                fused = FusedTileNetwork(
+                    network, model.focus, model.context, model.boundary, step=step
+                )
             if path == "fused":
 
                 def outputs(padded):
@@ -472,12 +478,20 @@ class _BandNetwork:
     def __init__(
         self, model, evaluation: str | None, batch_size: int | None, precision: str = "float32"
     ):
-        if getattr(model, "placement_step", None) is not None:
-            raise ValueError(
-                "streamed evaluation cuts a sheet into one grid of tiles; a model averaged "
-                f"over tile placements (placement_step={model.placement_step}) is not "
-                "supported yet: call the model on the image"
-            )
+        self.placement_step = getattr(model, "placement_step", None)
+        if self.placement_step is not None:
+            if evaluation == "tiles":
+                raise ValueError(
+                    "a model averaged over tile placements (placement_step="
+                    f'{model.placement_step}) is evaluated fused. Received: evaluation="tiles"'
+                )
+            if model.fused_network.phases != (1, 1):
+                raise ValueError(
+                    f"streaming a model averaged over tile placements every "
+                    f"{model.placement_step} px, below its trunk's stride "
+                    f"{model.fused_network.total_stride}, is not supported: call the model "
+                    "on the image, or use a step that the stride divides"
+                )
         use_fused = model.fused_network is not None
         if evaluation == "tiles":
             use_fused = False
@@ -508,7 +522,27 @@ class _BandNetwork:
         """Per-region outputs of a whole periodic image (fused path, no halo)."""
         return _compiled(self.model, "periodic", self.precision)(image[None])[0].numpy()
 
-    def __call__(self, padded: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    def halo(self, low_edge: tuple[bool, bool]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Pixels rendered before and after a band's regions along each axis.
+
+        The context; with placements every `k`, also the `f - k` after (the last
+        placement's tile), and on the low edge of a zero-boundary image the `f - k` before
+        (the placements that start before the image, counted in its first regions).
+        """
+        (focus, context) = (self.model.focus, self.model.context)
+        if self.placement_step is None:
+            return (tuple(context), tuple(context))
+        extra = [f - k for f, k in zip(focus, self.placement_step, strict=True)]
+        low = tuple(
+            c + (e if edge else 0) for c, e, edge in zip(context, extra, low_edge, strict=True)
+        )
+        return (low, tuple(c + e for c, e in zip(context, extra, strict=True)))
+
+    def __call__(
+        self, padded: np.ndarray, grid: tuple[int, int], low_edge=(False, False)
+    ) -> np.ndarray:
+        if self.placement_step is not None:
+            return self._placements_per_region(self._run(padded[None])[0].numpy(), low_edge)
         if self.path == "fused":
             return self._run(padded[None])[0].numpy()
         (f0, f1), (t0, t1) = self.model.focus, self.model.tile_shape[:2]
@@ -520,6 +554,26 @@ class _BandNetwork:
             rows, cols = np.divmod(np.arange(begin, min(begin + self.batch_size, n)), grid[1])
             values.append(self._run(np.ascontiguousarray(view[rows, cols])).numpy())
         return np.concatenate(values).reshape(*grid, -1)
+
+    def _placements_per_region(self, values: np.ndarray, low_edge) -> np.ndarray:
+        # The (f/k)² placements whose origin lies in a region, summed over and divided by
+        # the number of grids, plus the shift once: the region's share of the model's mean
+        # over the shifted grids (``EDNN._placement_map``).  On a zero-boundary low edge the
+        # f/k - 1 placements that start before the image join the first region, unshifted.
+        per = [f // k for f, k in zip(self.model.focus, self.placement_step, strict=True)]
+        for axis, edge in enumerate(low_edge):
+            if edge:  # one empty placement in front makes whole regions; fold it into the next
+                values = np.insert(values, 0, 0.0, axis=axis)
+            shape = values.shape
+            values = values.reshape(
+                *shape[:axis], shape[axis] // per[axis], per[axis], *shape[axis + 1 :]
+            ).sum(axis=axis + 1)
+            if edge:
+                first = np.take(values, [0], axis=axis) + np.take(values, [1], axis=axis)
+                rest = np.take(values, np.arange(2, values.shape[axis]), axis=axis)
+                values = np.concatenate([first, rest], axis=axis)
+        shift = np.asarray(self.model.energy_shift_per_tile, np.float32)
+        return values / np.float32(per[0] * per[1]) + shift
 
 
 # --- Driver ----------------------------------------------------------------------------------
@@ -582,25 +636,36 @@ def _evaluate(
     )
     bands = _band_plan(grid, band_rows, regions)
     mine = bands[backend.rank :: backend.size]
-    (f0, f1), (c0, c1) = model.focus, model.context
+    (f0, f1) = model.focus
     totals = np.zeros(model.n_targets, dtype=np.float64)
     tile_map = np.zeros((*grid, model.n_targets), np.float32) if return_map else None
     seconds["network"] = 0.0
 
     # A periodic image that is one band needs no halo: the fused network wraps each layer's
     # input instead, so no context pixel is rasterized or convolved twice.
-    whole = len(bands) == 1 and renderer.wrap and network.path == "fused"
+    whole = (
+        len(bands) == 1
+        and renderer.wrap
+        and network.path == "fused"
+        and network.placement_step is None
+    )
     seconds["path"] = "periodic" if whole else network.path
 
     # The first band (and every band without prefetching) is rasterized while no network
     # runs, so in strips on several cores at once; the others beside the network, on one.
     cores = min(os.cpu_count() or 1, 4)
 
+    def low_edge(band) -> tuple[bool, bool]:
+        # Bands on a zero-boundary image's first row or column of regions.
+        ((r0, _), (q0, _)) = band
+        return (not renderer.wrap and r0 == 0, not renderer.wrap and q0 == 0)
+
     def render(band, threads=1):
         ((r0, r1), (q0, q1)) = band
         if whole:
             return renderer.window((0, grid[0] * f0), (0, grid[1] * f1), threads)
-        rows, cols = (r0 * f0 - c0, r1 * f0 + c0), (q0 * f1 - c1, q1 * f1 + c1)
+        ((b0, b1), (a0, a1)) = network.halo(low_edge(band))
+        rows, cols = (r0 * f0 - b0, r1 * f0 + a0), (q0 * f1 - b1, q1 * f1 + a1)
         return renderer.window(rows, cols, threads)
 
     # Rasterize the next band in a thread while the network runs on this one (NumPy and
@@ -613,7 +678,11 @@ def _evaluate(
             if prefetch and index + 1 < len(mine):
                 upcoming = pool.submit(render, mine[index + 1])
             start = time.perf_counter()
-            values = network.periodic(padded) if whole else network(padded, (r1 - r0, q1 - q0))
+            values = (
+                network.periodic(padded)
+                if whole
+                else network(padded, (r1 - r0, q1 - q0), low_edge(mine[index]))
+            )
             seconds["network"] += time.perf_counter() - start
             totals += values.sum(axis=(0, 1), dtype=np.float64)
             if tile_map is not None:
@@ -667,6 +736,9 @@ def evaluate_sheet(
     ----------
     model : ednn.model.EDNN
         A model whose ``metadata["raster"]`` holds its :class:`~ednn.raster.RasterSpec`.
+        One averaged over tile placements (``placement_step``) is evaluated fused, at a
+        step that its trunk's stride divides; each region of the map then holds the
+        placements that start in it.
     atoms : ase.Atoms
         A periodic sheet (any cell with ``a3`` along z) or a non-periodic flake, positions
         in Å, as for :func:`ednn.raster.rasterize`.

@@ -171,9 +171,10 @@ def test_on_periodic_refuses_placements():
         fused.on_periodic(images())
 
 
-def test_streamed_sheets_refuse_placed_models():
+def test_streamed_sheets_take_placements_only_at_steps_the_stride_divides():
+    # Streaming itself is tested in test_stream.py.
     from ednn.stream import _BandNetwork
 
-    (_, placed) = plain_and_placed("periodic")
-    with pytest.raises(ValueError, match="averaged over tile placements"):
-        _BandNetwork(placed, None, None)
+    assert _BandNetwork(plain_and_placed("periodic", 4)[1], None, None).path == "fused"
+    with pytest.raises(ValueError, match="below its trunk's stride"):
+        _BandNetwork(plain_and_placed("periodic", 2)[1], None, None)

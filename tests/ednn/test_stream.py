@@ -264,3 +264,55 @@ def test_mixed_precision_on_every_path_is_close_to_float32(
         assert_relative(mixed.per_region_map, full.per_region_map, tol=2e-2)
     with pytest.raises(ValueError, match="`precision` must be one of"):
         evaluate_sheet(fused_model, rippled_sheet, precision="float64")
+
+
+def placed_model(boundary, step):
+    keras.utils.set_random_seed(0)
+    return build_ednn(
+        8, 6, n_channels=SPEC.n_channels, n_targets=2, boundary=boundary,
+        energy_scale=[1.0, 2.0], energy_shift_per_tile=[0.3, -0.1],
+        metadata={"raster": SPEC.to_dict()}, placement_step=step, **VALID_NET,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [2, 4])
+@pytest.mark.parametrize("band_rows", [1, 4, None])
+def test_placement_averaged_model_streams_like_the_whole_image(rippled_sheet, step, band_rows):
+    model = placed_model("periodic", step)
+    image = raster.rasterize(rippled_sheet, model_raster_spec(model))[None]
+    result = evaluate_sheet(model, rippled_sheet, band_rows=band_rows, return_map=True)
+    assert result.timings["path"] == "fused"  # never the halo-free whole-image pass
+    assert_relative(result.values, model(image)[0].numpy())
+    # Each region's share: the placements that start in it (the model's map, per region).
+    placements = model.tile_outputs(image)[0].numpy()
+    per = 8 // step
+    regions = placements.reshape(11, per, 9, per, 2).sum(axis=(1, 3))
+    assert_relative(result.per_region_map, regions)
+
+
+@pytest.mark.parametrize("band_rows", [1, 4])
+def test_zero_boundary_placement_averaged_flake_streams_like_the_whole_image(
+    rippled_sheet, band_rows
+):
+    model = placed_model("zero", 2)
+    flake = rippled_sheet.copy()
+    flake.pbc = False
+    image = raster.rasterize(flake, model_raster_spec(model))[None]
+    result = evaluate_sheet(model, flake, band_rows=band_rows, regions_per_band=4,
+                            return_map=True)  # fmt: skip
+    assert result.timings["n_bands"] > 4  # bands on both low edges and inside
+    # The model's own float32 sum over ~2,000 placements is off by ~3e-5 here: sum its
+    # placements' outputs in float64 instead.
+    raw = model.fused_network(image)[0].numpy().astype(np.float64).sum(axis=(0, 1))
+    regions = image.shape[1] * image.shape[2] // 64
+    expected = np.array([1.0, 2.0]) * raw / 16 + np.array([0.3, -0.1]) * regions
+    assert_relative(result.values, expected, tol=1e-6)
+    assert_relative(result.values, model(image)[0].numpy(), tol=1e-4)
+    assert_relative(result.per_region_map.sum(axis=(0, 1)), result.values)
+
+
+def test_placements_streamed_only_fused_and_at_steps_the_stride_divides(rippled_sheet):
+    with pytest.raises(ValueError, match=r'is evaluated fused\. Received: evaluation="tiles"'):
+        evaluate_sheet(placed_model("periodic", 4), rippled_sheet, evaluation="tiles")
+    with pytest.raises(ValueError, match=r"every \(1, 1\) px, below its trunk's stride \(2, 2\)"):
+        evaluate_sheet(placed_model("periodic", 1), rippled_sheet)
