@@ -6,7 +6,8 @@ folder and keeps, for each dataset and model (energies from the density, the pot
 the spin densities, the cross-functional transfer; the DCIGN), the run with the lowest test
 E_total MAE (for the DCIGN: test ∫|Δn| / N). The averages of several models scored by
 ``ensemble.py`` (``<dataset>_ensemble_<input>[_<label>].json``) compete too, as
-``ensemble of <members>``. Writes ``summary.{md,json}`` there:
+``ensemble of <members>``, and so do the models averaged over moves of the well by
+``shift_average.py`` (``<name>_shift_average.json``). Writes ``summary.{md,json}`` there:
 
     python experiments/ks2d/summary.py
 
@@ -98,7 +99,26 @@ def candidates(results: Path) -> tuple[list[dict], list[dict]]:
                 "mae_mHa": rows["averaged"]["test"],
             })  # fmt: skip
     energy.extend(ensemble_rows(results, runs))
+    energy.extend(shift_rows(results, runs))
     return energy, dcign
+
+
+def shift_rows(results: Path, runs: dict[str, dict]) -> list[dict]:
+    """The test rows of each ``shift_average.py`` result (a model averaged over moves)."""
+    rows = []
+    for path in sorted(results.glob("*_shift_average.json")):
+        stored = json.loads(path.read_text())
+        name = stored["run"]
+        run = runs.get(name, {})
+        rows.append({
+            "data": stored["data"], "kind": stored.get("input", "v_ext"),
+            "run": f"{name}, averaged over moves of up to {stored['max_shift']} px",
+            "averaged": bool(run.get("schedule", {}).get("average_symmetries")),
+            "extra_train_samples": sum((run.get("extra_train_sizes") or {}).values()),
+            "epochs": epochs_through_restarts(runs, run, "v_ext") if run else "–",
+            "mae_mHa": stored["mae_mHa"]["shift-averaged"]["test"],
+        })  # fmt: skip
+    return rows
 
 
 def ensemble_rows(results: Path, runs: dict[str, dict]) -> list[dict]:

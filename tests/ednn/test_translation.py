@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -7,7 +9,13 @@ from ednn.count_baseline import CountBaseline
 from ednn.dcign import DensityDCIGN
 from ednn.model import build_ednn
 from ednn.symmetry import SymmetryAverage
-from ednn.translation import TranslationAverage, safe_rolls, tile_phases
+from ednn.translation import (
+    ShiftAverage,
+    TranslationAverage,
+    safe_rolls,
+    shift_extrapolated,
+    tile_phases,
+)
 
 # 8 x 8 images in tiles of 4 + 2*2 pixels (2 x 2 focus regions); a tiny tile network.
 SMALL_NET = {"conv_layers": [(4, 3, 2, 1), (4, 3, 1, 1)], "dense_units": [8]}
@@ -147,3 +155,66 @@ def test_safe_rolls_keep_the_field_off_the_edges():
         safe_rolls(fields[0], 4, 1e-6)
     with pytest.raises(ValueError, match="`max_shift` must be an int >= 0"):
         safe_rolls(fields, -1, 1e-6)
+
+
+def harmonic_images(centres, n=16, omega=(0.7, 0.4)):
+    """Two channels: a harmonic well about each (row, column) centre, and a constant."""
+    (rows, cols) = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    wells = [
+        0.5 * omega[0] ** 2 * (rows - cy) ** 2 + 0.5 * omega[1] ** 2 * (cols - cx) ** 2
+        for (cy, cx) in centres
+    ]
+    return np.stack([np.stack([w, np.full_like(w, 0.25)], axis=-1) for w in wells]).astype(
+        np.float32
+    )
+
+
+@pytest.mark.parametrize("shift", [(1, 0), (0, -2), (3, -1), (-3, 2)])
+def test_a_shifted_harmonic_well_is_the_moved_well(shift):
+    x = harmonic_images([(7.3, 8.6)])
+    moved = harmonic_images([(7.3 + shift[0], 8.6 + shift[1])])
+    np.testing.assert_allclose(shift_extrapolated(x, shift), moved, rtol=1e-5, atol=1e-4)
+    # A plain roll is not: its walls wrap round.
+    assert np.abs(np.roll(x, shift, axis=(1, 2)) - moved).max() > 1.0
+
+
+def test_shifts_larger_than_the_image_are_refused():
+    with pytest.raises(ValueError, match="`shift` must be smaller than the image"):
+        shift_extrapolated(np.zeros((1, 4, 4, 1)), (4, 0))
+
+
+def test_shift_average_is_the_mean_over_the_moves_that_keep_the_well_in_range(tmp_path):
+    model = small_ednn(n_targets=2)
+    # Minima at (6, 9) and (12, 4); the range allows rows 5..12 and columns 3..10.
+    x = harmonic_images([(6.2, 8.9), (11.8, 4.1)])
+    averaged = ShiftAverage(model, 1, [(5, 12), (3, 10)])
+    assert averaged.shifts[0] == (0, 0) and len(averaged.shifts) == 9
+    expected = []
+    for image, (row, col) in zip(x, [(6, 9), (12, 4)], strict=True):
+        outputs = [
+            model(shift_extrapolated(image[None], s)).numpy()[0]
+            for s in averaged.shifts
+            if s == (0, 0) or (5 <= row + s[0] <= 12 and 3 <= col + s[1] <= 10)
+        ]
+        expected.append(np.mean(outputs, axis=0))
+    # The second well sits on the range's last row: the moves down are left out.
+    assert len(outputs) == 6
+    np.testing.assert_allclose(averaged(x), expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(averaged(x).numpy() - model(x).numpy()).max() > 1e-3
+    averaged.save(tmp_path / "shifted.keras")
+    loaded = keras.saving.load_model(tmp_path / "shifted.keras")
+    assert (loaded.max_shift, loaded.centre_range, loaded.channel) == (1, ((5, 12), (3, 10)), 0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_shift": -1, "centre_range": [(0, 5), (0, 5)]}, "non-negative integer"),
+        ({"max_shift": 1, "centre_range": [(5, 0), (0, 5)]}, "lo <= hi"),
+        ({"max_shift": 1, "centre_range": [(0, 5)]}, "((lo_y, hi_y), (lo_x, hi_x))"),
+    ],
+)
+def test_bad_shift_averages_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ShiftAverage(small_ednn(), **kwargs)

@@ -591,6 +591,12 @@ def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
     row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
     assert row["run"] == "ensemble of again ×0.75, long ×0.25 (`d_ensemble_v_ext_pair`)"
     assert (row["mae_mHa"]["e_total"], row["averaged"]) == (2.5, False)
+    # So does a model averaged over moves of the well (shift_average.py).
+    write("again_shift_average", {"data": "d", "input": "v_ext", "run": "again", "max_shift": 3,
+                                  "mae_mHa": {"shift-averaged": {"test": energies(2.0)}}})  # fmt: skip
+    row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
+    assert row["run"] == "again, averaged over moves of up to 3 px"
+    assert (row["epochs"], row["extra_train_samples"]) == ("90+30", 7)
     with pytest.raises(SystemExit):
         summary.main(["--results", str(tmp_path / "empty")])
 
@@ -829,3 +835,25 @@ def test_placement_speed_times_every_variant_against_the_fused_model(tmp_path):
     assert result["rows"]["valid, fused"]["ratio"] == 1.0
     assert all(row["ms_per_step"] > 0 for row in result["rows"].values())
     assert json.loads(out.read_text()) == result
+
+
+def test_shift_average_scores_a_model_as_saved_and_averaged_over_moves(script, dataset, tmp_path):
+    trained = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "run",
+                           "--epochs", "1", "--minutes", "5", "--only", "v_ext"])  # fmt: skip
+    spec = importlib.util.spec_from_file_location("shift", SCRIPT.with_name("shift_average.py"))
+    shift = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shift)
+    result = shift.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "run",
+                         "--max-shift", "1"])["run"]  # fmt: skip
+    rows = result["mae_mHa"]
+    assert rows["as saved"]["test"] == pytest.approx(trained["energy_mae_mHa"]["v_ext"], rel=1e-4)
+    # The average is a different model (the moves change the images it sees).
+    assert rows["shift-averaged"]["test"] != rows["as saved"]["test"]
+    (rows_range, cols_range) = result["centre_range_px"]
+    assert rows_range[0] <= rows_range[1] and cols_range[0] <= cols_range[1]
+    assert "| shift-averaged | test |" in (tmp_path / "run_shift_average.md").read_text()
+    with pytest.raises(SystemExit):
+        shift.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "other"])
+    with pytest.raises(SystemExit):
+        shift.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "run",
+                    "--max-shift", "0"])  # fmt: skip
