@@ -7,7 +7,7 @@ extrapolated quadratically (exact for the SHO sets' harmonic wells, so every shi
 is that of the moved well), each move used only while the potential's minimum stays in the
 range of the training images' minima. This script wraps each saved potential model of the
 runs named, scores it on the validation and test splits, and writes
-``<name>_shift_average.{md,json}`` beside the model:
+``<name>_shift_average_m<max shift>.{md,json}`` beside the model:
 
     python experiments/ks2d/shift_average.py --data data/ks2d-sho-lda-2k \\
         --names sho-lda-2k-big2-head256x2-restart --max-shift 3
@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
                 )
         table = "\n".join(lines) + "\n"
         print(table)
-        atomic_write_text(args.out / f"{name}_shift_average.json", json.dumps(result, indent=1))
-        atomic_write_text(args.out / f"{name}_shift_average.md", table)
+        stem = f"{name}_shift_average_m{args.max_shift}"
+        atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.out / f"{stem}.md", table)
         results[name] = result
     return results
 

@@ -592,7 +592,7 @@ def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
     assert row["run"] == "ensemble of again ×0.75, long ×0.25 (`d_ensemble_v_ext_pair`)"
     assert (row["mae_mHa"]["e_total"], row["averaged"]) == (2.5, False)
     # So does a model averaged over moves of the well (shift_average.py).
-    write("again_shift_average", {"data": "d", "input": "v_ext", "run": "again", "max_shift": 3,
+    write("again_shift_average_m3", {"data": "d", "input": "v_ext", "run": "again", "max_shift": 3,
                                   "mae_mHa": {"shift-averaged": {"test": energies(2.0)}}})  # fmt: skip
     row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
     assert row["run"] == "again, averaged over moves of up to 3 px"
@@ -851,7 +851,7 @@ def test_shift_average_scores_a_model_as_saved_and_averaged_over_moves(script, d
     assert rows["shift-averaged"]["test"] != rows["as saved"]["test"]
     (rows_range, cols_range) = result["centre_range_px"]
     assert rows_range[0] <= rows_range[1] and cols_range[0] <= cols_range[1]
-    assert "| shift-averaged | test |" in (tmp_path / "run_shift_average.md").read_text()
+    assert "| shift-averaged | test |" in (tmp_path / "run_shift_average_m1.md").read_text()
     with pytest.raises(SystemExit):
         shift.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "other"])
     with pytest.raises(SystemExit):
