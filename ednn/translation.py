@@ -33,7 +33,7 @@ pixels and fills the lines it exposes by extrapolating the three edge lines with
 quadratic (:func:`shift_extrapolated`), which is exact for a harmonic potential (and for a
 constant channel), so a shifted SHO image is the image of the moved well. A shift is used
 for an image only while the potential's minimum stays in the range the model was trained
-on. On the best LDA model it lowers the error 1.3–1.45x on every term (docs/ks2d.md,
+on. On the best LDA model it lowers the test error 1.4–1.5x on every term (docs/ks2d.md,
 session 27).
 """
 
