@@ -116,16 +116,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.fit_weights:
         weights = fit_weights(predicted["val"], truth["val"])
     (predictions, truths) = (predicted["test"], truth["test"])
-    rows = {name: tm.mae_mHa(truths, p) for name, p in zip(args.names, predictions, strict=True)}
     label = "weighted mean (weights fit on val)" if args.fit_weights else "mean of the models"
-    rows[label] = tm.mae_mHa(truths, np.tensordot(weights, predictions, axes=1))
-    val_mae = {
-        name: tm.mae_mHa(truth["val"], p)["e_total"]
-        for name, p in zip(args.names, predicted["val"], strict=True)
-    }
-    val_mae[label] = tm.mae_mHa(truth["val"], np.tensordot(weights, predicted["val"], axes=1))[
-        "e_total"
-    ]
+
+    def scored(split: str) -> dict:
+        # Each member's MAE (mHa) on the split, then the (weighted) mean's.
+        outputs = dict(zip(args.names, predicted[split], strict=True))
+        outputs[label] = np.tensordot(weights, predicted[split], axes=1)
+        return {name: tm.mae_mHa(truth[split], p) for name, p in outputs.items()}
+
+    rows = scored("test")
+    val_mae = {name: mae["e_total"] for name, mae in scored("val").items()}
     errors = np.stack([p[:, -1] - truths[:, -1] for p in predictions])
     correlation = np.corrcoef(errors)
     result = {
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
         "| model | weight | " + " | ".join(tm.LABELS) + " | val E_total |",
         "|---" * (3 + len(tm.LABELS)) + "|",
     ]
+    weight_of = dict(zip(args.names, weights, strict=True))
     for name, row in rows.items():
-        weight = dict(zip(args.names, weights, strict=True)).get(name)
+        weight = weight_of.get(name)
         lines.append(
             f"| {name} | {'' if weight is None else f'{weight:.2f}'} | "
             + " | ".join(f"{row[t]:.2f}" for t in tm.TARGETS)

@@ -7,7 +7,8 @@ the spin densities, the cross-functional transfer; the DCIGN), the run with the 
 E_total MAE (for the DCIGN: test ∫|Δn| / N). The averages of several models scored by
 ``ensemble.py`` (``<dataset>_ensemble_<input>[_<label>].json``) compete too, as
 ``ensemble of <members>``, and so do the models averaged over moves of the well by
-``shift_average.py`` (``<name>_shift_average_m<max shift>.json``). Writes ``summary.{md,json}`` there:
+``shift_average.py`` (``<name>_shift_average_m<max shift>.json``). Writes
+``summary.{md,json}`` there:
 
     python experiments/ks2d/summary.py
 
