@@ -27,6 +27,7 @@ _NOISE = (
 
 # The modules whose import registers ednn's Keras custom objects.
 _KERAS_MODULES = (
+    "correction",
     "count_baseline",
     "dcign",
     "ensemble",

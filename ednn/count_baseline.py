@@ -29,6 +29,21 @@ from ednn.model import ChecksImageArrays
 COUNT_SOURCES = ("integral", "channel")
 
 
+def electron_counts(
+    images, channels: Sequence[int], count_from: str, count_scale: float
+) -> keras.KerasTensor:
+    """`N` of each image `(batch, H, W, C)`, shape `(batch,)`, as float (whole numbers).
+
+    `count_from="integral"`: the rounded `count_scale` times the sum over pixels of the
+    `channels` added together; `"channel"`: the same with the mean over pixels (a constant
+    channel holding `N / count_scale`).
+    """
+    images = keras.ops.convert_to_tensor(images)
+    values = sum(images[..., c] for c in channels)
+    reduce = keras.ops.sum if count_from == "integral" else keras.ops.mean
+    return keras.ops.round(count_scale * reduce(values, axis=(1, 2)))
+
+
 @keras.saving.register_keras_serializable(package="ednn")
 class CountBaseline(ChecksImageArrays, keras.Model):
     """`model(images) + reference(N)`, with `N` read from the images.
@@ -127,10 +142,7 @@ class CountBaseline(ChecksImageArrays, keras.Model):
 
     def electron_counts(self, images) -> keras.KerasTensor:
         """`N` of each image, shape `(batch,)`, as float (whole numbers)."""
-        images = keras.ops.convert_to_tensor(images)
-        values = sum(images[..., c] for c in self.channels)
-        reduce = keras.ops.sum if self.count_from == "integral" else keras.ops.mean
-        return keras.ops.round(self.count_scale * reduce(values, axis=(1, 2)))
+        return electron_counts(images, self.channels, self.count_from, self.count_scale)
 
     def reference_at(self, counts) -> keras.KerasTensor:
         """The reference outputs at electron counts `counts` `(batch,)`: `(batch, n_targets)`."""
