@@ -173,6 +173,8 @@ def tiles_main(argv: Sequence[str] | None = None) -> int:
 WRAPPER_KEYS = {
     "SymmetryAverage": ("elements", "mirror_shift"),
     "CountBaseline": ("counts", "count_from", "channel", "count_scale"),
+    "ShiftAverage": ("max_shift", "centre_range", "channel"),
+    "KernelCorrection": ("counts", "features", "length_scale", "ridge"),
 }
 
 

@@ -12,7 +12,8 @@ ridge regression on the six predicted energies, per `N`). This script, for each 
    grid, and keeps the pair with the lowest validation E_total MAE;
 3. scores the test split, checks the saved corrector against the numbers (on a few test
    images) and writes ``<name>_kernel_correction_m<max shift>.{md,json}`` and the model
-   ``<name>_kernel_corrected_m<max shift>.keras``:
+   ``<name>_kernel_corrected_m<max shift>.keras`` (``..._fit<fit shift>`` added to both
+   names when ``--fit-shift`` is not 0):
 
     python experiments/ks2d/kernel_correction.py --data data/ks2d-sho-lda-2k \\
         --names sho-lda-2k-big2-head256x2-restart --max-shift 3
@@ -35,7 +36,6 @@ import numpy as np
 import ednn  # noqa: F401  (registers the Keras objects)
 from ednn._io import atomic_write_text
 from ednn.correction import KernelCorrection, fit_kernel_correction
-from ednn.count_baseline import CountBaseline
 from ednn.translation import ShiftAverage
 
 HERE = Path(__file__).parent
@@ -46,21 +46,16 @@ _spec = importlib.util.spec_from_file_location("shift_average", HERE / "shift_av
 sa = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sa)
 
-LENGTH_SCALES = (0.2, 0.3, 0.5, 0.7, 1.0)
-RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+LENGTH_SCALES = (0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+RIDGES = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 CHECKED_IMAGES = 8
 
 
-def count_baseline_in(model) -> CountBaseline:
-    """The :class:`CountBaseline` inside a saved model's wrappers (it says how to read `N`)."""
-    inner = model
-    while not isinstance(inner, CountBaseline):
-        if not hasattr(inner, "model"):
-            raise TypeError(
-                f"Expected a model with a CountBaseline inside. Received: {type(model).__name__}"
-            )
-        inner = inner.model
-    return inner
+def how_to_count(input_kind: str, pixel_area: float) -> dict:
+    """How `N` is read from the model's images (``train_models.image``), as `CountBaseline`'s."""
+    if input_kind == "v_ext":  # the potential plus a constant channel N / 8
+        return {"count_from": "channel", "channel": 1, "count_scale": 8.0}
+    return {"count_from": "integral", "channel": 0, "count_scale": pixel_area / tm.N_SCALE}
 
 
 def cached_predictions(model, images, path: Path) -> np.ndarray:
@@ -106,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         parser.error(f"no saved {args.input} model at {', '.join(missing)}")
-    (splits, config, _) = tm.load_splits(args.data)
+    (splits, config, pixel_area) = tm.load_splits(args.data)
     scale = tm.SCALES[args.input]
     results = {}
     for name, path in zip(args.names, paths, strict=True):
@@ -154,14 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "val_mae_mHa": mae_rows(truth["val"], val),
                 })  # fmt: skip
         chosen = min(grid, key=lambda row: row["val_mae_mHa"]["e_total"])
-        baseline = count_baseline_in(model)
         fitted = fit_kernel_correction(
             predicted["train"], truth["train"], counts["train"],
             length_scale=chosen["length_scale"], ridge=chosen["ridge"],
         )  # fmt: skip
         corrected = KernelCorrection(
-            averaged(args.max_shift), **fitted, count_from=baseline.count_from,
-            channel=list(baseline.channels), count_scale=baseline.count_scale,
+            averaged(args.max_shift), **fitted, **how_to_count(args.input, pixel_area),
             name=f"{name}_kernel_corrected",
         )  # fmt: skip
         rows: dict = {"model": {}, "corrected": {}}
@@ -178,8 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
             raise RuntimeError(
                 f"the corrected model deviates from the fitted correction by {deviation:.2e} Ha"
             )
-        stem = f"{name}_kernel_correction_m{args.max_shift}"
-        model_path = args.out / f"{name}_kernel_corrected_m{args.max_shift}.keras"
+        improves = rows["corrected"]["val"]["e_total"] < rows["model"]["val"]["e_total"]
+        tag = f"m{args.max_shift}" + (f"_fit{args.fit_shift}" if args.fit_shift else "")
+        stem = f"{name}_kernel_correction_{tag}"
+        model_path = args.out / f"{name}_kernel_corrected_{tag}.keras"
         partial = model_path.with_suffix(".tmp.keras")
         corrected.save(partial)
         partial.replace(model_path)
@@ -193,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
             "train_samples": len(truth["train"]),
             "length_scale": chosen["length_scale"],
             "ridge": chosen["ridge"],
+            "improves_validation": improves,
             "mae_mHa": rows,
             "grid": grid,
             "check_max_deviation_Ha": deviation,
@@ -215,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
                 else "as saved"
             )
             + f"; length scale {chosen['length_scale']:g}, ridge {chosen['ridge']:g}, chosen on "
-            "the validation E_total).",
+            "the validation E_total)."
+            + ("" if improves else " It does NOT improve the validation E_total: do not use it."),
             "",
             "| model | split | " + " | ".join(tm.LABELS) + " |",
             "|---" * (2 + len(tm.LABELS)) + "|",

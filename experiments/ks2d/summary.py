@@ -7,7 +7,9 @@ the spin densities, the cross-functional transfer; the DCIGN), the run with the 
 E_total MAE (for the DCIGN: test ∫|Δn| / N). The averages of several models scored by
 ``ensemble.py`` (``<dataset>_ensemble_<input>[_<label>].json``) compete too, as
 ``ensemble of <members>``, and so do the models averaged over moves of the well by
-``shift_average.py`` (``<name>_shift_average_m<max shift>.json``). Writes
+``shift_average.py`` (``<name>_shift_average_m<max shift>.json``), and the models plus their
+kernel correction of ``kernel_correction.py`` (``<name>_kernel_correction_m<max
+shift>.json``). Writes
 ``summary.{md,json}`` there:
 
     python experiments/ks2d/summary.py
@@ -101,7 +103,32 @@ def candidates(results: Path) -> tuple[list[dict], list[dict]]:
             })  # fmt: skip
     energy.extend(ensemble_rows(results, runs))
     energy.extend(shift_rows(results, runs))
+    energy.extend(correction_rows(results, runs))
     return energy, dcign
+
+
+def correction_rows(results: Path, runs: dict[str, dict]) -> list[dict]:
+    """The test rows of each ``kernel_correction.py`` result (a model plus its correction)."""
+    rows = []
+    for path in sorted(results.glob("*_kernel_correction_m*.json")):
+        stored = json.loads(path.read_text())
+        if stored.get("improves_validation") is False:
+            continue  # a correction chosen on validation that does not improve it there
+        name = stored["run"]
+        run = runs.get(name, {})
+        kind = stored.get("input", "v_ext")
+        moves = stored["max_shift"]
+        rows.append({
+            "data": stored["data"], "kind": kind,
+            "run": f"{name}"
+            + (f", averaged over moves of up to {moves} px" if moves else "")
+            + ", kernel-corrected (`KernelCorrection`)",
+            "averaged": bool(run.get("schedule", {}).get("average_symmetries")),
+            "extra_train_samples": sum((run.get("extra_train_sizes") or {}).values()),
+            "epochs": epochs_through_restarts(runs, run, kind) if run else "–",
+            "mae_mHa": stored["mae_mHa"]["corrected"]["test"],
+        })  # fmt: skip
+    return rows
 
 
 def shift_rows(results: Path, runs: dict[str, dict]) -> list[dict]:

@@ -125,6 +125,24 @@ def test_info_describes_the_wrappers_of_a_ks2d_model(tmp_path, capsys):
     assert report["n_targets"] == 2 and report["tile_shape"] == [10, 10, 2]
     assert cli.main(["info", str(tmp_path / "wrapped.keras")]) == 0
     assert "input: 2-channel images" in capsys.readouterr().out
+    # Moves of the well and a kernel correction around it are described too.
+    from ednn.correction import KernelCorrection, fit_kernel_correction
+    from ednn.translation import ShiftAverage
+
+    moved = ShiftAverage(SymmetryAverage(inner, mirror_shift=1), 1, [[2, 5], [2, 5]])
+    outputs = np.arange(12.0).reshape(6, 2) ** 1.5
+    fitted = fit_kernel_correction(outputs, outputs + 0.01, np.repeat([2, 4], 3),
+                                   length_scale=0.5, ridge=1e-3)  # fmt: skip
+    KernelCorrection(moved, **fitted, count_from="channel", channel=1, count_scale=8.0).save(
+        tmp_path / "corrected.keras"
+    )
+    assert cli.main(["info", str(tmp_path / "corrected.keras"), "--json"]) == 0
+    wrappers = json.loads(capsys.readouterr().out)["wrappers"]
+    assert wrappers[0] == (
+        "KernelCorrection(counts=[2, 4], features=[0, 1], length_scale=0.5, ridge=0.001)"
+    )
+    assert wrappers[1] == "ShiftAverage(max_shift=1, centre_range=[[2, 5], [2, 5]], channel=0)"
+    assert wrappers[2].startswith("SymmetryAverage(") and len(wrappers) == 4
     keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]).save(tmp_path / "plain.keras")
     assert cli.main(["info", str(tmp_path / "plain.keras")]) == 1
     assert "to hold an EDNN model. Received: a Sequential" in capsys.readouterr().err

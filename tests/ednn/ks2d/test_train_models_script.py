@@ -597,6 +597,15 @@ def test_summary_keeps_the_best_run_per_dataset_and_kind(tmp_path):
     row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
     assert row["run"] == "again, averaged over moves of up to 3 px"
     assert (row["epochs"], row["extra_train_samples"]) == ("90+30", 7)
+    # And a model plus its kernel correction (kernel_correction.py).
+    write("again_kernel_correction_m3", {"data": "d", "input": "v_ext", "run": "again",
+                                         "max_shift": 3, "mae_mHa": {"corrected": {
+                                             "test": energies(1.5)}}})  # fmt: skip
+    row = summary.main(["--results", str(tmp_path)])["energies"]["d v_ext"]
+    assert row["run"] == (
+        "again, averaged over moves of up to 3 px, kernel-corrected (`KernelCorrection`)"
+    )
+    assert row["mae_mHa"]["e_total"] == 1.5
     with pytest.raises(SystemExit):
         summary.main(["--results", str(tmp_path / "empty")])
 
@@ -857,3 +866,40 @@ def test_shift_average_scores_a_model_as_saved_and_averaged_over_moves(script, d
     with pytest.raises(SystemExit):
         shift.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "run",
                     "--max-shift", "0"])  # fmt: skip
+
+
+def test_kernel_correction_fits_on_train_chooses_on_val_and_saves_the_model(
+    script, dataset, tmp_path
+):
+    trained = script.main(["--data", str(dataset), "--out", str(tmp_path), "--name", "run",
+                           "--epochs", "1", "--minutes", "5", "--only", "v_ext"])  # fmt: skip
+    spec = importlib.util.spec_from_file_location(
+        "correction", SCRIPT.with_name("kernel_correction.py")
+    )
+    correction = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(correction)
+    base = ["--data", str(dataset), "--out", str(tmp_path), "--names", "run"]
+    result = correction.main([*base, "--max-shift", "0", "--length-scales", "0.5", "1",
+                              "--ridges", "1e-3", "1"])["run"]  # fmt: skip
+    rows = result["mae_mHa"]
+    assert rows["model"]["test"] == pytest.approx(trained["energy_mae_mHa"]["v_ext"], rel=1e-4)
+    # Chosen on the validation split: the lowest validation E_total of the grid.
+    assert len(result["grid"]) == 4
+    best = min(row["val_mae_mHa"]["e_total"] for row in result["grid"])
+    assert rows["corrected"]["val"]["e_total"] == pytest.approx(best)
+    # The saved model computes the correction from the images alone.
+    assert result["check_max_deviation_Ha"] < 1e-5
+    assert result["improves_validation"] == (
+        rows["corrected"]["val"]["e_total"] < rows["model"]["val"]["e_total"]
+    )
+    model = keras.saving.load_model(tmp_path / "run_kernel_corrected_m0.keras")
+    assert type(model).__name__ == "KernelCorrection" and model.count_scale == 8.0
+    assert "| corrected | test |" in (tmp_path / "run_kernel_correction_m0.md").read_text()
+    # The predictions are cached: a second run reads them.
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == [
+        "run_v_ext_m0_test.npz", "run_v_ext_m0_train.npz", "run_v_ext_m0_val.npz"
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        correction.main([*base, "--input", "density"])  # moves need the potential
+    with pytest.raises(SystemExit):
+        correction.main(["--data", str(dataset), "--out", str(tmp_path), "--names", "other"])
