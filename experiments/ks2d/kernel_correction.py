@@ -13,7 +13,7 @@ ridge regression on the six predicted energies, per `N`). This script, for each 
 3. scores the test split, checks the saved corrector against the numbers (on a few test
    images) and writes ``<name>_kernel_correction_m<max shift>.{md,json}`` and the model
    ``<name>_kernel_corrected_m<max shift>.keras`` (``..._fit<fit shift>`` added to both
-   names when ``--fit-shift`` is not 0):
+   names when ``--fit-shift`` is not 0; ``density_m0`` for ``--input density``):
 
     python experiments/ks2d/kernel_correction.py --data data/ks2d-sho-lda-2k \\
         --names sho-lda-2k-big2-head256x2-restart --max-shift 3
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"the corrected model deviates from the fitted correction by {deviation:.2e} Ha"
             )
         improves = rows["corrected"]["val"]["e_total"] < rows["model"]["val"]["e_total"]
-        tag = f"m{args.max_shift}" + (f"_fit{args.fit_shift}" if args.fit_shift else "")
+        tag = ("" if args.input == "v_ext" else f"{args.input}_") + f"m{args.max_shift}"
+        tag += f"_fit{args.fit_shift}" if args.fit_shift else ""
         stem = f"{name}_kernel_correction_{tag}"
         model_path = args.out / f"{name}_kernel_corrected_{tag}.keras"
         partial = model_path.with_suffix(".tmp.keras")

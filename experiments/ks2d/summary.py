@@ -8,7 +8,7 @@ E_total MAE (for the DCIGN: test ∫|Δn| / N). The averages of several models s
 ``ensemble.py`` (``<dataset>_ensemble_<input>[_<label>].json``) compete too, as
 ``ensemble of <members>``, and so do the models averaged over moves of the well by
 ``shift_average.py`` (``<name>_shift_average_m<max shift>.json``), and the models plus their
-kernel correction of ``kernel_correction.py`` (``<name>_kernel_correction_m<max
+kernel correction of ``kernel_correction.py`` (``<name>_kernel_correction_[density_]m<max
 shift>.json``). Writes
 ``summary.{md,json}`` there:
 
@@ -110,7 +110,7 @@ def candidates(results: Path) -> tuple[list[dict], list[dict]]:
 def correction_rows(results: Path, runs: dict[str, dict]) -> list[dict]:
     """The test rows of each ``kernel_correction.py`` result (a model plus its correction)."""
     rows = []
-    for path in sorted(results.glob("*_kernel_correction_m*.json")):
+    for path in sorted(results.glob("*_kernel_correction_*.json")):
         stored = json.loads(path.read_text())
         if stored.get("improves_validation") is False:
             continue  # a correction chosen on validation that does not improve it there
