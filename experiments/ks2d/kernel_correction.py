@@ -164,10 +164,12 @@ def main(argv: list[str] | None = None) -> dict:
             rows["model"][s] = mae_rows(truth[s], predicted[s])
             rows["corrected"][s] = mae_rows(truth[s], fixed)
             by_label[s] = fixed
-        # The saved corrector must give the numbers above from the images alone.
+        # The saved corrector must give the numbers above from the images alone, to within
+        # what float32 outputs computed in other batches allow (a small ridge makes the
+        # correction steep: ~1e-5 Ha at ridge 1e-7, against errors of ~1e-3 Ha).
         check = np.asarray(corrected.predict(images["test"][:CHECKED_IMAGES], verbose=0))
         deviation = float(np.abs(check - by_label["test"][:CHECKED_IMAGES]).max())
-        if deviation > 1e-5:
+        if deviation > 5e-5:
             raise RuntimeError(
                 f"the corrected model deviates from the fitted correction by {deviation:.2e} Ha"
             )

@@ -122,7 +122,9 @@ def correction_rows(results: Path, runs: dict[str, dict]) -> list[dict]:
             "data": stored["data"], "kind": kind,
             "run": f"{name}"
             + (f", averaged over moves of up to {moves} px" if moves else "")
-            + ", kernel-corrected (`KernelCorrection`)",
+            + ", kernel-corrected (`KernelCorrection`"
+            + (f", fitted on moves of up to {stored['fit_shift']} px" if stored.get("fit_shift") else "")
+            + ")",
             "averaged": bool(run.get("schedule", {}).get("average_symmetries")),
             "extra_train_samples": sum((run.get("extra_train_sizes") or {}).values()),
             "epochs": epochs_through_restarts(runs, run, kind) if run else "–",
