@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ednn.count_baseline import COUNT_SOURCES, electron_counts
+from ednn.count_baseline import ReadsElectronCounts
 from ednn.model import ChecksImageArrays
 
 __all__ = ["KernelCorrection", "fit_kernel_correction"]
@@ -152,7 +152,7 @@ def fit_kernel_correction(
 
 
 @keras.saving.register_keras_serializable(package="ednn")
-class KernelCorrection(ChecksImageArrays, keras.Model):
+class KernelCorrection(ReadsElectronCounts, ChecksImageArrays, keras.Model):
     """`model(x)` plus its systematic error, kernel-regressed on its own outputs per `N`.
 
     The fitted arrays come from :func:`fit_kernel_correction` (pass its dict as keyword
@@ -253,26 +253,10 @@ class KernelCorrection(ChecksImageArrays, keras.Model):
                 raise ValueError("`feature_scale` must be positive. Received: a value <= 0")
         if not (np.isfinite(length_scale) and length_scale > 0):
             raise ValueError(f"`length_scale` must be positive. Received: {length_scale}")
-        if count_from not in COUNT_SOURCES:
-            raise ValueError(
-                f"`count_from` must be one of {COUNT_SOURCES}. Received: count_from={count_from!r}"
-            )
-        channels = (channel,) if np.ndim(channel) == 0 else tuple(channel)
-        if not channels or any(int(c) != c or c < 0 for c in channels):
-            raise ValueError(
-                "`channel` must be a channel index or a non-empty sequence of them. "
-                f"Received: channel={channel!r}"
-            )
-        if not (np.isfinite(count_scale) and count_scale > 0):
-            raise ValueError(
-                f"`count_scale` must be a positive number. Received: count_scale={count_scale}"
-            )
+        self.set_counting(count_from, channel, count_scale)
         self.arrays = arrays
         self.length_scale = float(length_scale)
         self.ridge = float(ridge)
-        self.count_from = count_from
-        self.channels = tuple(int(c) for c in channels)
-        self.count_scale = float(count_scale)
         self._tensors = [
             {key: tf.constant(values[k], tf.float64) for key, values in arrays.items()}
             for k in range(groups)
@@ -314,7 +298,7 @@ class KernelCorrection(ChecksImageArrays, keras.Model):
         images = tf.convert_to_tensor(images)
         self._check_images_shape(tuple(images.shape))
         outputs = self.model(images, training=training)
-        counts = electron_counts(images, self.channels, self.count_from, self.count_scale)
+        counts = self.electron_counts(images)
         known = tf.reduce_any(
             tf.equal(tf.cast(counts, tf.float64)[:, None], tf.constant(self.counts, tf.float64)),
             axis=1,
@@ -333,18 +317,6 @@ class KernelCorrection(ChecksImageArrays, keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.n_targets)
-
-    def _check_images_shape(self, shape) -> None:
-        check = getattr(self.model, "_check_images_shape", None)
-        if check is not None:
-            check(shape)
-        n_channels = shape[-1] if len(shape) == 4 else None
-        if len(shape) != 4 or (n_channels is not None and max(self.channels) >= n_channels):
-            raise ValueError(
-                f"{type(self).__name__} expected images of shape (batch, height, width, C) with "
-                f"channels {list(self.channels)} to count electrons from. "
-                f"Received: images.shape={shape}"
-            )
 
     def get_config(self):
         return {

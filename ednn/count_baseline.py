@@ -44,8 +44,52 @@ def electron_counts(
     return keras.ops.round(count_scale * reduce(values, axis=(1, 2)))
 
 
+class ReadsElectronCounts:
+    """Mixin for wrappers that read `N` from the images they pass to `self.model`.
+
+    `set_counting` checks and stores how (`count_from`, `channels`, `count_scale`);
+    `electron_counts` reads it; `_check_images_shape` also checks that the channels it is
+    read from exist (after the wrapped model's own check).
+    """
+
+    def set_counting(self, count_from: str, channel, count_scale: float) -> None:
+        if count_from not in COUNT_SOURCES:
+            raise ValueError(
+                f"`count_from` must be one of {COUNT_SOURCES}. Received: count_from={count_from!r}"
+            )
+        channels = (channel,) if np.ndim(channel) == 0 else tuple(channel)
+        if not channels or any(int(c) != c or c < 0 for c in channels):
+            raise ValueError(
+                "`channel` must be a channel index or a non-empty sequence of them. "
+                f"Received: channel={channel!r}"
+            )
+        if not (np.isfinite(count_scale) and count_scale > 0):
+            raise ValueError(
+                f"`count_scale` must be a positive number. Received: count_scale={count_scale}"
+            )
+        self.count_from = count_from
+        self.channels = tuple(int(c) for c in channels)
+        self.count_scale = float(count_scale)
+
+    def electron_counts(self, images) -> keras.KerasTensor:
+        """`N` of each image, shape `(batch,)`, as float (whole numbers)."""
+        return electron_counts(images, self.channels, self.count_from, self.count_scale)
+
+    def _check_images_shape(self, shape) -> None:
+        check = getattr(self.model, "_check_images_shape", None)
+        if check is not None:
+            check(shape)  # names the channel count the model takes
+        n_channels = shape[-1] if len(shape) == 4 else None
+        if len(shape) != 4 or (n_channels is not None and max(self.channels) >= n_channels):
+            raise ValueError(
+                f"{type(self).__name__} expected images of shape (batch, height, width, C) with "
+                f"channels {list(self.channels)} to count electrons from. "
+                f"Received: images.shape={shape}"
+            )
+
+
 @keras.saving.register_keras_serializable(package="ednn")
-class CountBaseline(ChecksImageArrays, keras.Model):
+class CountBaseline(ReadsElectronCounts, ChecksImageArrays, keras.Model):
     """`model(images) + reference(N)`, with `N` read from the images.
 
     Args:
@@ -98,26 +142,10 @@ class CountBaseline(ChecksImageArrays, keras.Model):
             )
         if not np.all(np.isfinite(reference)):
             raise ValueError("`reference` must be finite. Received: NaN or inf values")
-        if count_from not in COUNT_SOURCES:
-            raise ValueError(
-                f"`count_from` must be one of {COUNT_SOURCES}. Received: count_from={count_from!r}"
-            )
-        channels = (channel,) if np.ndim(channel) == 0 else tuple(channel)
-        if not channels or any(int(c) != c or c < 0 for c in channels):
-            raise ValueError(
-                "`channel` must be a channel index or a non-empty sequence of them. "
-                f"Received: channel={channel!r}"
-            )
-        if not (np.isfinite(count_scale) and count_scale > 0):
-            raise ValueError(
-                f"`count_scale` must be a positive number. Received: count_scale={count_scale}"
-            )
         self.model = model
         self.counts = counts
         self.reference = reference
-        self.count_from = count_from
-        self.channels = tuple(int(c) for c in channels)
-        self.count_scale = float(count_scale)
+        self.set_counting(count_from, channel, count_scale)
         # Piecewise linear E_ref(N) = reference[0] + sum_k slope_k * clip(N - c_k, 0, width_k).
         widths = np.diff(counts)
         slopes = np.diff(reference, axis=0) / widths[:, None]
@@ -140,10 +168,6 @@ class CountBaseline(ChecksImageArrays, keras.Model):
         """The wrapped model's metadata (a fresh copy; ``{}`` if it has none)."""
         return dict(getattr(self.model, "metadata", {}))
 
-    def electron_counts(self, images) -> keras.KerasTensor:
-        """`N` of each image, shape `(batch,)`, as float (whole numbers)."""
-        return electron_counts(images, self.channels, self.count_from, self.count_scale)
-
     def reference_at(self, counts) -> keras.KerasTensor:
         """The reference outputs at electron counts `counts` `(batch,)`: `(batch, n_targets)`."""
         counts = keras.ops.cast(counts, "float32")
@@ -161,18 +185,6 @@ class CountBaseline(ChecksImageArrays, keras.Model):
         return self.model(images, training=training) + self.reference_at(
             self.electron_counts(images)
         )
-
-    def _check_images_shape(self, shape) -> None:
-        check = getattr(self.model, "_check_images_shape", None)
-        if check is not None:
-            check(shape)  # names the channel count the model takes
-        n_channels = shape[-1] if len(shape) == 4 else None
-        if len(shape) != 4 or (n_channels is not None and max(self.channels) >= n_channels):
-            raise ValueError(
-                f"{type(self).__name__} expected images of shape (batch, height, width, C) with "
-                f"channels {list(self.channels)} to count electrons from. "
-                f"Received: images.shape={shape}"
-            )
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.n_targets)

@@ -34,7 +34,6 @@ import keras
 import numpy as np
 
 import ednn  # noqa: F401  (registers the Keras objects)
-from ednn._io import atomic_write_text
 from ednn.correction import KernelCorrection, fit_kernel_correction
 from ednn.translation import ShiftAverage
 
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
             if args.max_shift
             else "as saved"
         )
-        lines = [
+        caption = (
             f"`{name}` on `{args.data}` ({args.input}): MAE in mHa of the model {moves}, and of "
             "the same plus the kernel correction (`KernelCorrection`, fitted on the "
             f"{len(truth['train'])} training predictions "
@@ -215,20 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
             )
             + f"; length scale {chosen['length_scale']:g}, ridge {chosen['ridge']:g}, chosen on "
             "the validation E_total)."
-            + ("" if improves else " It does NOT improve the validation E_total: do not use it."),
-            "",
-            "| model | split | " + " | ".join(tm.LABELS) + " |",
-            "|---" * (2 + len(tm.LABELS)) + "|",
-        ]
-        for label, by in rows.items():
-            for s, row in by.items():
-                lines.append(
-                    f"| {label} | {s} | " + " | ".join(f"{row[t]:.2f}" for t in tm.TARGETS) + " |"
-                )
-        table = "\n".join(lines) + "\n"
-        print(table, flush=True)
-        atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
-        atomic_write_text(args.out / f"{stem}.md", table)
+            + ("" if improves else " It does NOT improve the validation E_total: do not use it.")
+        )
+        sa.write_results(args.out, stem, caption, rows, result)
         results[name] = result
     return results
 

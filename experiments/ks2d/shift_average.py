@@ -48,6 +48,24 @@ def minimum_range(potentials: np.ndarray) -> list[list[int]]:
     return [[int(where[:, a].min()), int(where[:, a].max())] for a in (0, 1)]
 
 
+def write_results(out: Path, stem: str, caption: str, rows: dict, result: dict) -> str:
+    """Prints and writes ``stem.md`` (a caption, then MAE by model and split) and ``stem.json``.
+
+    ``rows`` maps a model label to ``{split: {target: MAE in mHa}}``. Returns the table.
+    """
+    lines = [caption, "", "| model | split | " + " | ".join(tm.LABELS) + " |",
+             "|---" * (2 + len(tm.LABELS)) + "|"]  # fmt: skip
+    for label, by_split in rows.items():
+        for split, row in by_split.items():
+            cells = " | ".join(f"{row[t]:.2f}" for t in tm.TARGETS)
+            lines.append(f"| {label} | {split} | {cells} |")
+    table = "\n".join(lines) + "\n"
+    print(table, flush=True)
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / f"{stem}.md", table)
+    return table
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -87,27 +105,13 @@ def main(argv: list[str] | None = None) -> dict:
             "mae_mHa": rows,
             "seconds": round(time.perf_counter() - start, 1),
         }
-        lines = [
+        caption = (
             f"`{name}` on `{args.data}`: MAE in mHa as saved and averaged over moves of the "
             f"well by up to {args.max_shift} px along each axis (`ShiftAverage`, minima kept "
             f"in rows {centre_range[0]} and columns {centre_range[1]}, those of the training "
-            "potentials).",
-            "",
-            "| model | split | " + " | ".join(tm.LABELS) + " |",
-            "|---" * (2 + len(tm.LABELS)) + "|",
-        ]
-        for label, by_split in rows.items():
-            for split, row in by_split.items():
-                lines.append(
-                    f"| {label} | {split} | "
-                    + " | ".join(f"{row[t]:.2f}" for t in tm.TARGETS)
-                    + " |"
-                )
-        table = "\n".join(lines) + "\n"
-        print(table)
-        stem = f"{name}_shift_average_m{args.max_shift}"
-        atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
-        atomic_write_text(args.out / f"{stem}.md", table)
+            "potentials)."
+        )
+        write_results(args.out, f"{name}_shift_average_m{args.max_shift}", caption, rows, result)
         results[name] = result
     return results
 
