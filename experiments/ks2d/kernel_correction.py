@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
             "mae_mHa": rows,
             "grid": grid,
             "check_max_deviation_Ha": deviation,
+            "check_test_predictions_Ha": check.astype(float).tolist(),
             "model_file": model_path.name,
             "seconds": round(time.perf_counter() - start, 1),
             "predict_seconds": round(predict_seconds, 1),
