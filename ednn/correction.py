@@ -234,6 +234,10 @@ class KernelCorrection(ReadsElectronCounts, ChecksImageArrays, keras.Model):
         n_features = arrays["centres"][0].shape[-1] if arrays["centres"][0].ndim == 2 else -1
         n_targets = arrays["offsets"][0].shape[-1] if arrays["offsets"][0].ndim == 1 else -1
         self.features = list(range(n_targets)) if features is None else [int(f) for f in features]
+        if any(f < 0 or f >= n_targets for f in self.features):
+            raise ValueError(
+                f"`features` must be indices of the {n_targets} outputs. Received: {self.features}"
+            )
         for k in range(groups):
             shapes = {key: values[k].shape for key, values in arrays.items()}
             m = shapes["centres"][0] if len(shapes["centres"]) == 2 else -1

@@ -103,6 +103,7 @@ def test_a_corrected_model_reads_n_from_the_image_and_saves_and_loads(tmp_path):
         ({"feature_scale": [[1.0, 0.0], [1.0, 1.0]]}, "`feature_scale` must be positive"),
         ({"coefficients": [np.full((4, 3), np.nan), np.zeros((4, 3))]}, "must be finite"),
         ({"count_from": "sum"}, "`count_from` must be one of"),
+        ({"features": [0, 3]}, "`features` must be indices of the 3 outputs"),
     ],
 )
 def test_inconsistent_fitted_arrays_are_refused(change, message):
