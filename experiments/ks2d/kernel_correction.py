@@ -132,14 +132,15 @@ def main(argv: list[str] | None = None) -> dict:
             )
         }  # fmt: skip
         predict_seconds = time.perf_counter() - start
-        grid = []
+        evaluated = averaged(args.max_shift)
+        (grid, fits) = ([], [])
         for length_scale in args.length_scales:
             for ridge in args.ridges:
                 fitted = fit_kernel_correction(
                     predicted["train"], truth["train"], counts["train"],
                     length_scale=length_scale, ridge=ridge,
                 )  # fmt: skip
-                corrector = KernelCorrection(averaged(args.max_shift), **fitted)
+                corrector = KernelCorrection(evaluated, **fitted)
                 val = (
                     predicted["val"] + corrector.correction(predicted["val"], counts["val"]).numpy()
                 )
@@ -147,13 +148,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "length_scale": length_scale, "ridge": ridge,
                     "val_mae_mHa": mae_rows(truth["val"], val),
                 })  # fmt: skip
-        chosen = min(grid, key=lambda row: row["val_mae_mHa"]["e_total"])
-        fitted = fit_kernel_correction(
-            predicted["train"], truth["train"], counts["train"],
-            length_scale=chosen["length_scale"], ridge=chosen["ridge"],
-        )  # fmt: skip
+                fits.append(fitted)
+        best = min(range(len(grid)), key=lambda i: grid[i]["val_mae_mHa"]["e_total"])
+        (chosen, fitted) = (grid[best], fits[best])
         corrected = KernelCorrection(
-            averaged(args.max_shift), **fitted, **how_to_count(args.input, pixel_area),
+            evaluated, **fitted, **how_to_count(args.input, pixel_area),
             name=f"{name}_kernel_corrected",
         )  # fmt: skip
         rows: dict = {"model": {}, "corrected": {}}
